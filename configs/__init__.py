@@ -1,0 +1,1 @@
+"""ml_collections presets (agent defaults, per-domain settings, quickstart)."""

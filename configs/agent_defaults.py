@@ -1,0 +1,36 @@
+"""Settings shared by the adjoint-matching agents (ALGORITHM.md §1-10)."""
+
+import ml_collections
+
+
+def adjoint_matching_defaults(agent_name: str) -> ml_collections.ConfigDict:
+    """Paper defaults: 4x512 networks, 10 critics, K = 10 flow steps, Adam 3e-4, clip 1.0."""
+    config = ml_collections.ConfigDict()
+    config.agent_name = agent_name
+    config.lr = 3e-4
+    config.batch_size = 256
+    config.horizon = 5  # action-chunk length H (1 = no chunking)
+    config.actor_hidden_dims = (512, 512, 512, 512)
+    config.actor_layer_norm = False
+    config.critic_hidden_dims = (512, 512, 512, 512)
+    config.critic_layer_norm = True
+    config.num_qs = 10
+    config.flow_steps = 10
+    config.grad_clip = 1.0
+    config.discount = 0.995
+    config.rho = 0.5  # pessimism: target = mean - rho * std over the ensemble
+    config.tau = 0.005  # EMA rate of target_critic and target_base
+    # Dual state and its update (TRQAM); QAM carries lam unchanged.
+    config.lam_init = 1.0
+    config.kl_budget = 1.0
+    config.eta_lambda = 0.01
+    config.kl_ema_coef = 0.1
+    config.kl_clip_coef = 2.0
+    config.lambda_min = 0.01
+    config.lambda_max = 100.0
+    config.lam_scale = 3.0
+    config.inv_temp = 1.0  # QAM's beta
+    config.bc_only = False
+    # lax.scan unroll factor of the flow-step loops (see benchmarks/update_cost.py).
+    config.flow_unroll = 1
+    return config

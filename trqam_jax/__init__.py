@@ -1,0 +1,1 @@
+"""trqam-jax: Trust Region Q-Adjoint Matching, QAM and FQL as pure JAX functions."""

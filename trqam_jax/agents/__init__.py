@@ -1,0 +1,1 @@
+"""Agents: each module exposes pure `init`, `update` and `act` functions."""

@@ -1,0 +1,11 @@
+"""TRQAM: adjoint matching whose temperature lambda is adapted to keep the path KL at a budget."""
+
+from trqam_jax.agents import adjoint_matching
+from trqam_jax.agents.adjoint_matching import act, update, with_pretrained_base
+
+__all__ = ["init", "update", "act", "with_pretrained_base"]
+
+
+def init(key, config, example_obs, example_actions):
+    """Fresh TRQAM state; `config` from configs/trqam.py, obs (D,), actions (H, A)."""
+    return adjoint_matching.init(key, config, example_obs, example_actions, kind="trqam")
