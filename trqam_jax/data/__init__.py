@@ -1,0 +1,1 @@
+"""OGBench data: loading, shards, on-device chunk sampling, replay buffer, local generation."""
