@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny datasets generated once per test session with OGBench's oracles.
+
+They are small on purpose (a few short episodes, seconds to make): enough to exercise loading,
+relabelling, options, shards and every error path, not to train anything.
+"""
+
+import os
+
+import pytest
+
+# Tests run on the CPU unless told otherwise; MuJoCo needs no display for state-based tasks.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+TINY = dict(name="cube-double-play-v0", episodes=2, val_episodes=1, max_episode_steps=150, seed=0)
+TINY_SHARDS = dict(
+    name="cube-double-play-v0", episodes=1, val_episodes=1, max_episode_steps=40, seed=1, shards=3
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory):
+    """Directory with cube-double-play-v0.npz / -val.npz / -provenance.json (generated)."""
+    from trqam_jax.data.generate import generate_dataset
+
+    out = str(tmp_path_factory.mktemp("ogbench_tiny"))
+    generate_dataset(out_dir=out, workers=1, progress=False, **TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shard_dir(tmp_path_factory):
+    """Directory with three shards cube-double-play-v0-00{0,1,2}.npz (+ -val) (generated)."""
+    from trqam_jax.data.generate import generate_dataset
+
+    out = str(tmp_path_factory.mktemp("ogbench_shards"))
+    generate_dataset(out_dir=out, workers=1, progress=False, **TINY_SHARDS)
+    return out
