@@ -1,7 +1,8 @@
-"""QAM agent defaults: `--config=configs/qam.py` (inverse temperature `inv_temp`)."""
+"""QAM: `--config=configs/qam.py[:DOMAIN]`; the inverse temperature is `agent.inv_temp`."""
 
 from configs.agent_defaults import adjoint_matching_defaults
+from configs.run_defaults import run_config
 
 
-def get_config():
-    return adjoint_matching_defaults("qam")
+def get_config(domain=None):
+    return run_config(adjoint_matching_defaults("qam"), domain)

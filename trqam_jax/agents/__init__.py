@@ -1,1 +1,15 @@
-"""Agents: each module exposes pure `init`, `update` and `act` functions."""
+"""Agents: each module exposes pure `init`, `update` and `act` functions (see trqam.py)."""
+
+import importlib
+
+AGENTS = ("trqam", "qam", "qam_e", "fql")
+
+
+def get_agent(name: str):
+    """The agent module `trqam_jax.agents.<name>`, with a clear error for unknown names."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {', '.join(AGENTS)}")
+    try:
+        return importlib.import_module(f"trqam_jax.agents.{name}")
+    except ModuleNotFoundError as err:
+        raise ValueError(f"agent {name!r} is not implemented in this version") from err

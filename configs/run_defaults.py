@@ -1,0 +1,43 @@
+"""The launcher's run settings around an agent config (ALGORITHM.md §12 protocol)."""
+
+import ml_collections
+
+from configs import domains
+
+
+def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """A full run config: `agent` plus data, stages, seeds, logging and checkpoint settings.
+
+    Args:
+      agent: the agent's defaults (e.g. configs/agent_defaults.py).
+      arg: the text after ':' in `--config=configs/trqam.py:DOMAIN`; None keeps the agent's
+        defaults and the quickstart's domain.
+    """
+    domain = arg or "cube-single-play"
+    agent.update(domains.agent_overrides(domain))
+    config = ml_collections.ConfigDict()
+    config.agent = agent
+    config.domain = domain
+    config.task = 1  # env id: {domain}-singletask-task{task}-v0
+    # Data: official OGBench files, or generated with experiments.make_dataset (labelled so).
+    config.dataset_dir = ""  # "" = $OGBENCH_DATA_DIR, else ~/.ogbench/data
+    config.generate_if_missing = False  # generate a small labelled dataset when files are absent
+    config.generate_episodes = 100
+    config.sparse = domains.data_overrides(domain)["sparse"]
+    config.dataset_proportion = 1.0
+    # Seeds and the optional kl_budget sweep share one vmapped axis (budgets x seeds).
+    config.seed = 0
+    config.seeds = 8
+    config.kl_budgets = ()  # e.g. (0.5, 1.0, 2.0); empty = agent.kl_budget only
+    # Stages (gradient steps); BC pretraining can be skipped by loading `init_from`.
+    config.bc_steps = 300_000
+    config.offline_steps = 1_000_000
+    config.online_steps = 0  # 500_000 for offline-to-online
+    config.init_from = ""  # a BC checkpoint directory written by an earlier run
+    config.steps_per_call = 1_000  # updates per compiled call (lax.scan)
+    config.log_interval = 5_000
+    config.eval_interval = 50_000
+    config.eval_episodes = 50
+    config.save_interval = 100_000
+    config.run_dir = ""  # "" = runs/{agent}-{domain}-task{task}
+    return config
