@@ -138,8 +138,11 @@ def test_chunks_run_open_loop(horizon):
     pool = stub_pool(S * M, limit)
     invocations = []
 
+    keys = []
+
     def policy(obs, key):
         invocations.append(obs.copy())
+        keys.append(np.asarray(key).tobytes())
         return batched_scripted(horizon, 2)(obs, key)
 
     result = evaluation.evaluate(
@@ -148,6 +151,7 @@ def test_chunks_run_open_loop(horizon):
     np.testing.assert_array_equal(result.policy_calls, np.ceil(result.length / horizon).astype(int))
     # One wave: the batched policy is called once per chunk of the longest episode.
     assert len(invocations) == math.ceil(result.length.max() / horizon)
+    assert len(set(keys)) == len(keys)  # fresh noise for every planning call
     for s in range(S):
         for m in range(M):
             env = pool.envs[s * M + m]

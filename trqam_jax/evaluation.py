@@ -196,7 +196,8 @@ def evaluate(
       policy_fn: (observations (S, E, D) float32, key) -> actions (S, E, H, A) in [-1, 1]
         (e.g. `jax.vmap(agent.act, in_axes=(0, 0, None))` over stacked per-seed agent states).
         Outputs of shape (S, E, A) are taken as H = 1.
-      key: PRNG key; the call for chunk c of wave w uses fold_in(fold_in(key, w), c).
+      key: PRNG key (jax.random.PRNGKey). The policy receives, for chunk c of wave w, key c of
+        the stream of fold_in(key, w) (see `_KeyStream`), as raw uint32 key data.
       num_seeds: S, the leading axis the policy expects.
       episodes_per_seed: M.
       base_seed: picks the default reset seeds (see `default_reset_seeds`).
@@ -235,11 +236,11 @@ def evaluate(
             for e in range(count):
                 ob, _ = grid[s][e].reset(seed=int(seeds[s, first + e]))
                 obs[s, e] = ob
-        wave_key = jax.random.fold_in(key, wave)
+        keys = _KeyStream(jax.random.fold_in(key, wave))
         chunk = 0
         while running.any():
             actions = _as_chunks(
-                policy_fn(obs.copy(), jax.random.fold_in(wave_key, chunk)),
+                policy_fn(obs.copy(), keys(chunk)),
                 (num_seeds, per_seed),
                 envs.action_dim,
             )
@@ -285,7 +286,8 @@ def evaluate_sequential(
     Args:
       envs: the pool from `make_eval_envs`; only envs.envs[0] is used.
       policy_fn: (seed index s, observation (D,) float32, key) -> actions (H, A) (or (A,)).
-      key: PRNG key; chunk c of episode (s, m) uses fold_in(fold_in(fold_in(key, s), m), c).
+      key: PRNG key; chunk c of episode (s, m) gets key c of the stream of
+        fold_in(fold_in(key, s), m) (see `_KeyStream`).
       num_seeds, episodes_per_seed, base_seed, reset_seeds, progress: as in `evaluate`.
     Returns:
       EvalResult with (S, M) per-episode arrays.
@@ -301,14 +303,14 @@ def evaluate_sequential(
     bar, callback = _progress(progress, total)
     for s in range(num_seeds):
         for m in range(episodes_per_seed):
-            episode_key = jax.random.fold_in(jax.random.fold_in(key, s), m)
+            keys = _KeyStream(jax.random.fold_in(jax.random.fold_in(key, s), m))
             ob, _ = env.reset(seed=int(seeds[s, m]))
             queue: list[np.ndarray] = []
             done = False
             while not done:
                 if not queue:
                     obs = np.asarray(ob, np.float32)
-                    chunk = policy_fn(s, obs, jax.random.fold_in(episode_key, calls[s, m]))
+                    chunk = policy_fn(s, obs, keys(int(calls[s, m])))
                     queue = list(_as_chunks(chunk, (), envs.action_dim))
                     calls[s, m] += 1
                 ob, reward, terminated, truncated, info = env.step(queue.pop(0))
@@ -321,6 +323,30 @@ def evaluate_sequential(
     if bar is not None:
         bar.close()
     return EvalResult(success, returns, lengths, calls, seeds)
+
+
+class _KeyStream:
+    """Key number i of a stream: split(fold_in(key, i // 256), 256)[i % 256], as raw key data.
+
+    Keys are made 256 at a time and handed out as numpy uint32 data (the jax.random.PRNGKey
+    layout, accepted by every jax.random function): one eager JAX op per key would cost about as
+    much as a small policy call on CPU.
+    """
+
+    block = 256
+
+    def __init__(self, key: jax.Array):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        self.key = key
+        self.cache: tuple[int, np.ndarray] = (-1, np.empty(0))
+
+    def __call__(self, index: int) -> np.ndarray:
+        block, offset = divmod(index, self.block)
+        if self.cache[0] != block:
+            keys = jax.random.split(jax.random.fold_in(self.key, block), self.block)
+            self.cache = (block, np.asarray(keys))
+        return self.cache[1][offset]
 
 
 def _progress(progress, total):
