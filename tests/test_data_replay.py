@@ -102,3 +102,14 @@ def test_empty_buffer_insert_then_sample():
         np.asarray(batch["valid"])[starts == 2], [[1.0, 0.0]] * int((starts == 2).sum())
     )
     assert jnp.all(batch["next_observations"][starts == 2][:, 0] == 2.5)
+
+
+def test_vmapped_per_seed_buffers_insert_independently():
+    data = hand_built_data()
+    n = len(data["rewards"])
+    states = jax.vmap(lambda _: replay.init_replay(data, n + 4))(jnp.arange(2))
+    per_seed = {k: np.stack([transition(100)[k], transition(200)[k]]) for k in replay.FIELDS}
+    states = jax.jit(jax.vmap(replay.insert))(states, per_seed)
+    np.testing.assert_array_equal(states.size, [n + 1, n + 1])
+    np.testing.assert_array_equal(states.data["observations"][:, n, 0], [100.0, 200.0])
+    np.testing.assert_array_equal(states.data["observations"][:, n + 1], 0.0)

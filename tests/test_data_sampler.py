@@ -135,3 +135,14 @@ def test_horizon_one_is_plain_transitions():
     np.testing.assert_array_equal(batch["next_observations"], data["next_observations"][rows])
     np.testing.assert_array_equal(batch["actions"][:, 0], data["actions"][rows])
     np.testing.assert_array_equal(batch["valid"], np.ones((32, 1), np.float32))
+
+
+def test_vmap_over_seed_keys_shares_the_data():
+    data = jax.device_put(hand_built_data())
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    batched = jax.jit(jax.vmap(lambda k: sample_chunks(k, data, 16, 3, 0.99)))(keys)
+    assert batched["actions"].shape == (4, 16, 3, 3)
+    for s in range(4):
+        single = sample_chunks(keys[s], data, 16, 3, 0.99)
+        for k in single:
+            np.testing.assert_array_equal(batched[k][s], single[k])

@@ -69,6 +69,8 @@ def chunks_at(data: Batch, starts: jax.Array, horizon: int, discount) -> Batch:
 
     # Left-to-right accumulation (a static, unrolled loop over H) keeps the float32 rounding
     # identical to the reference's running sum; a tree reduction would differ in the last ulp.
+    # `valid * (r * power)` multiplies by the 0/1 weight last, so that product is exact and a
+    # compiler contracting the add into an FMA cannot change the rounding either.
     chunk_return = jnp.zeros_like(rewards[:, 0])
     power = jnp.ones((), jnp.float32)
     for j in range(horizon):
