@@ -53,7 +53,14 @@ class StubEnv:
 
 def stub_pool(num_envs, time_limit, action_dim=2):
     envs = [StubEnv(time_limit, action_dim) for _ in range(num_envs)]
-    return evaluation.EvalEnvs(envs=envs, name="stub", obs_dim=3, action_dim=action_dim)
+    return evaluation.EvalEnvs(
+        envs=envs,
+        name="stub",
+        obs_dim=3,
+        action_dim=action_dim,
+        num_envs=num_envs,
+        max_episode_steps=time_limit,
+    )
 
 
 def scripted_chunk(obs, seed_index, horizon, action_dim):
@@ -283,3 +290,39 @@ def test_ogbench_dataset_style_name_and_jax_policy():
     )
     np.testing.assert_array_equal(result.length, [[4, 4]])
     np.testing.assert_array_equal(result.policy_calls, [[2, 2]])
+
+
+def test_ogbench_worker_processes_match_in_process(ogbench_pool):
+    S, M, H = 2, 3, 5  # 6 episodes on 4 environments: a full wave of 2 per seed, then a partial
+    weights = (
+        np.random.default_rng(1)
+        .normal(scale=0.3, size=(S, ogbench_pool.obs_dim, H, ogbench_pool.action_dim))
+        .astype(np.float32)
+    )
+    first_obs = {}
+
+    def batched(obs, key):
+        first_obs.setdefault(id(first_obs), obs.copy())  # the first call sees the first resets
+        return np.stack([linear_chunk(obs[s], weights[s]) for s in range(S)])
+
+    def single(s, obs, key):
+        return linear_chunk(obs, weights[s])
+
+    key = jax.random.PRNGKey(4)
+    kwargs = dict(num_seeds=S, episodes_per_seed=M, base_seed=2)
+    workers = evaluation.make_eval_envs(OGBENCH_ENV, 4, max_episode_steps=23, num_workers=2)
+    processes = [p for p, _, _ in workers.workers]
+    try:
+        assert workers.envs == [] and len(workers) == 4 and len(workers.workers) == 2
+        a = evaluation.evaluate(workers, batched, key, **kwargs)
+        worker_first = first_obs.pop(id(first_obs))
+        with pytest.raises(ValueError, match="in-process"):
+            evaluation.evaluate_sequential(workers, single, key, **kwargs)
+    finally:
+        workers.close()
+    b = evaluation.evaluate(ogbench_pool, batched, key, **kwargs)
+    c = evaluation.evaluate_sequential(ogbench_pool, single, key, **kwargs)
+    assert_same(a, b)
+    assert_same(a, c)
+    np.testing.assert_array_equal(worker_first, first_obs[id(first_obs)])
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)

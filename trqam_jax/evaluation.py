@@ -18,6 +18,7 @@ results are deterministic given the seeds and a deterministic policy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -36,22 +37,75 @@ SinglePolicy = Callable[[int, np.ndarray, jax.Array], Any]
 
 @dataclasses.dataclass
 class EvalEnvs:
-    """A reusable pool of environments of one task.
+    """A reusable pool of N environments of one task, in this process or in worker processes.
 
     Attributes:
-      envs: gymnasium environments (each with a time limit), all of the same task.
+      envs: the gymnasium environments (each with a time limit) when they live in this process;
+        empty when worker processes own them.
       name: the environment name they were made from.
       obs_dim: D, flat observation dimension.
       action_dim: A, action dimension (per step, not per chunk).
+      num_envs: N.
+      max_episode_steps: the time limit of every episode.
+      workers: (process, connection, global indices of its envs) per worker process.
     """
 
     envs: list
     name: str
     obs_dim: int
     action_dim: int
+    num_envs: int
+    max_episode_steps: int | None
+    workers: list = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.envs)
+        return self.num_envs
+
+    def reset(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
+        """Resets environments `indices` with `seeds`; returns their observations (n, D)."""
+        if not self.workers:
+            return np.stack(
+                [_reset(self.envs[i], seed) for i, seed in zip(indices, seeds, strict=True)]
+            )
+        jobs = [(i, int(seed)) for i, seed in zip(indices, seeds, strict=True)]
+        return np.stack(self._scatter_gather("reset", jobs, indices))
+
+    def run_chunks(self, indices: Sequence[int], chunks: np.ndarray) -> list[tuple]:
+        """Executes chunk n (H, A) open loop in environment indices[n], stopping at episode end.
+
+        Returns, per environment: (last observation (D,), rewards (list of the steps taken), done,
+        success). Environments are independent, so running each one's chunk in turn (here or in
+        a worker process) gives the same episodes as stepping all of them one step at a time.
+        """
+        if not self.workers:
+            return [
+                _run_chunk(self.envs[i], chunk) for i, chunk in zip(indices, chunks, strict=True)
+            ]
+        return self._scatter_gather("chunk", list(zip(indices, chunks, strict=True)), indices)
+
+    def _scatter_gather(self, command: str, jobs: list, indices: Sequence[int]) -> list:
+        # All workers get their jobs before any answer is read, so they run concurrently.
+        owner = {i: w for w, (_, _, owned) in enumerate(self.workers) for i in owned}
+        per_worker: dict[int, list] = {}
+        for job, i in zip(jobs, indices, strict=True):
+            per_worker.setdefault(owner[i], []).append(job)
+        for w, batch in per_worker.items():
+            self.workers[w][1].send((command, batch))
+        answers = {}
+        for w, batch in per_worker.items():
+            for job, answer in zip(batch, _receive(self.workers[w][1]), strict=True):
+                answers[job[0]] = answer
+        return [answers[i] for i in indices]
+
+    def close(self) -> None:
+        """Stops the worker processes (environments in this process need no closing)."""
+        for process, conn, _ in self.workers:
+            with contextlib.suppress(BrokenPipeError, OSError):  # the worker may be gone
+                conn.send(("close", None))
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+        self.workers = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +153,63 @@ def _make_env(name: str, max_episode_steps: int | None):
     return ogbench.make_env_and_datasets(name, env_only=True, **kwargs)
 
 
+def _headless() -> None:
+    if "mujoco" not in sys.modules:
+        # mujoco picks its GL backend at import; without a display the default (GLFW) only warns,
+        # but an explicit "disable" avoids touching GL libraries at all.
+        os.environ.setdefault("MUJOCO_GL", "disable")
+
+
+def _reset(env, seed) -> np.ndarray:
+    ob, _ = env.reset(seed=int(seed))
+    return np.asarray(ob, np.float32)
+
+
+def _run_chunk(env, chunk: np.ndarray) -> tuple:
+    """Steps `env` with the actions of `chunk` (H, A) until they run out or the episode ends."""
+    rewards = []
+    for action in chunk:
+        ob, reward, terminated, truncated, info = env.step(action)
+        rewards.append(float(reward))
+        if terminated or truncated:
+            return np.asarray(ob, np.float32), rewards, True, float(info.get("success", 0.0))
+    return np.asarray(ob, np.float32), rewards, False, 0.0
+
+
+def _worker_main(conn, env_name, max_episode_steps, indices, headless) -> None:
+    """Worker process: owns the environments `indices` and serves reset / chunk commands."""
+    try:
+        if headless:
+            _headless()
+        envs = {i: _make_env(env_name, max_episode_steps) for i in indices}
+        conn.send(("ok", None))
+        while True:
+            command, jobs = conn.recv()
+            if command == "close":
+                return
+            if command == "reset":
+                conn.send(("ok", [_reset(envs[i], seed) for i, seed in jobs]))
+            else:
+                conn.send(("ok", [_run_chunk(envs[i], chunk) for i, chunk in jobs]))
+    except Exception as error:  # hand the failure to the parent instead of dying silently
+        import traceback
+
+        conn.send(("error", f"{error!r}\n{traceback.format_exc()}"))
+
+
+def _receive(conn):
+    status, payload = conn.recv()
+    if status != "ok":
+        raise RuntimeError(f"evaluation worker failed: {payload}")
+    return payload
+
+
 def make_eval_envs(
-    env_name: str, num_envs: int, max_episode_steps: int | None = None, headless: bool = True
+    env_name: str,
+    num_envs: int,
+    max_episode_steps: int | None = None,
+    headless: bool = True,
+    num_workers: int = 0,
 ) -> EvalEnvs:
     """Creates `num_envs` environments of one OGBench task, to be reused by every evaluation.
 
@@ -111,23 +220,55 @@ def make_eval_envs(
       max_episode_steps: overrides the registered time limit (None keeps OGBench's).
       headless: select MuJoCo's no-GL mode when MuJoCo was not yet imported and MUJOCO_GL is
         unset, so state-based tasks need no display or GL libraries.
+      num_workers: 0 keeps the environments in this process; W > 0 spreads them over W worker
+        processes (spawned, so the parent's JAX threads are not forked) that step their
+        environments in parallel, one message per chunk. Call `.close()` when done.
     Returns:
-      EvalEnvs holding the environments.
+      EvalEnvs holding the environments (or handles to the workers).
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    if headless and "mujoco" not in sys.modules:
-        # mujoco picks its GL backend at import; without a display the default (GLFW) only warns,
-        # but an explicit "disable" avoids touching GL libraries at all.
-        os.environ.setdefault("MUJOCO_GL", "disable")
-    envs = [_make_env(env_name, max_episode_steps) for _ in range(num_envs)]
-    obs_shape = envs[0].observation_space.shape
-    act_shape = envs[0].action_space.shape
+    if headless:
+        _headless()
+    # One local env also tells the dimensions and time limit in worker mode.
+    probe = _make_env(env_name, max_episode_steps)
+    obs_shape, act_shape = probe.observation_space.shape, probe.action_space.shape
     if len(obs_shape) != 1 or len(act_shape) != 1:
         raise ValueError(
             f"{env_name}: expected flat observations and actions, got {obs_shape} and {act_shape}"
         )
-    return EvalEnvs(envs=envs, name=env_name, obs_dim=obs_shape[0], action_dim=act_shape[0])
+    spec = getattr(probe, "spec", None)
+    pool = EvalEnvs(
+        envs=[],
+        name=env_name,
+        obs_dim=obs_shape[0],
+        action_dim=act_shape[0],
+        num_envs=num_envs,
+        max_episode_steps=spec.max_episode_steps if spec is not None else max_episode_steps,
+    )
+    if num_workers <= 0:
+        pool.envs = [probe] + [_make_env(env_name, max_episode_steps) for _ in range(num_envs - 1)]
+        return pool
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for w in range(min(num_workers, num_envs)):
+        owned = list(range(w, num_envs, num_workers))  # round robin balances partial waves
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_worker_main,
+            args=(child, env_name, max_episode_steps, owned, headless),
+            daemon=True,
+        )
+        process.start()
+        pool.workers.append((process, parent, owned))
+    try:
+        for _, conn, _ in pool.workers:
+            _receive(conn)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 def default_reset_seeds(num_seeds: int, episodes_per_seed: int, base_seed: int = 0) -> np.ndarray:
@@ -213,8 +354,8 @@ def evaluate(
         raise ValueError(f"{num_envs} environments cannot run {num_seeds} seeds side by side")
     seeds = _resolve_seeds(reset_seeds, num_seeds, episodes_per_seed, base_seed)
     per_seed = min(num_envs // num_seeds, episodes_per_seed)
-    # Environment (s, e) of the batch is envs.envs[s * per_seed + e].
-    grid = [envs.envs[s * per_seed : (s + 1) * per_seed] for s in range(num_seeds)]
+    # Environment (s, e) of the batch is pool index s * per_seed + e.
+    flat = np.arange(num_seeds * per_seed).reshape(num_seeds, per_seed)
 
     shape = (num_seeds, episodes_per_seed)
     success = np.zeros(shape, np.float64)
@@ -232,35 +373,31 @@ def evaluate(
         count = min(per_seed, episodes_per_seed - first)  # the last wave may be partial
         running = np.zeros((num_seeds, per_seed), dtype=bool)
         running[:, :count] = True
-        for s in range(num_seeds):
-            for e in range(count):
-                ob, _ = grid[s][e].reset(seed=int(seeds[s, first + e]))
-                obs[s, e] = ob
+        obs[:, :count] = envs.reset(
+            flat[:, :count].ravel(), seeds[:, first : first + count].ravel()
+        ).reshape(num_seeds, count, envs.obs_dim)
         keys = _KeyStream(jax.random.fold_in(key, wave))
         chunk = 0
         while running.any():
             actions = _as_chunks(
-                policy_fn(obs.copy(), keys(chunk)),
-                (num_seeds, per_seed),
-                envs.action_dim,
+                policy_fn(obs.copy(), keys(chunk)), (num_seeds, per_seed), envs.action_dim
             )
             chunk += 1
             calls[:, first : first + count] += running[:, :count]
-            for h in range(actions.shape[2]):
-                for s, e in zip(*np.nonzero(running), strict=True):
-                    ob, reward, terminated, truncated, info = grid[s][e].step(actions[s, e, h])
-                    obs[s, e] = ob
-                    m = first + e
-                    returns[s, m] += float(reward)
-                    lengths[s, m] += 1
-                    if terminated or truncated:
-                        success[s, m] = float(info.get("success", 0.0))
-                        running[s, e] = False
-                        done_count += 1
-                        if callback is not None:
-                            callback(done_count, total)
-                if not running.any():
-                    break
+            rows, cols = np.nonzero(running)
+            outcomes = envs.run_chunks(flat[rows, cols], actions[rows, cols])
+            for s, e, (ob, rewards, done, succeeded) in zip(rows, cols, outcomes, strict=True):
+                obs[s, e] = ob
+                m = first + e
+                for reward in rewards:  # step by step, as the sequential evaluator sums
+                    returns[s, m] += reward
+                lengths[s, m] += len(rewards)
+                if done:
+                    success[s, m] = succeeded
+                    running[s, e] = False
+                    done_count += 1
+                    if callback is not None:
+                        callback(done_count, total)
     if bar is not None:
         bar.close()
     return EvalResult(success, returns, lengths, calls, seeds)
@@ -292,6 +429,8 @@ def evaluate_sequential(
     Returns:
       EvalResult with (S, M) per-episode arrays.
     """
+    if not envs.envs:
+        raise ValueError("evaluate_sequential needs in-process environments (num_workers=0)")
     env = envs.envs[0]
     seeds = _resolve_seeds(reset_seeds, num_seeds, episodes_per_seed, base_seed)
     shape = (num_seeds, episodes_per_seed)
