@@ -9,7 +9,7 @@ from trqam_jax import networks
 from trqam_jax.adjoint import adjoint_matching_loss, lean_adjoint, terminal_adjoint
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import euler_sample, flow_times
-from trqam_jax.sde import noise_scale_sq, sde_rollout
+from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
 from trqam_jax.trust_region import path_kl
 
 K, B, D, DIM = 6, 8, 4, 3
@@ -29,7 +29,8 @@ def test_lean_adjoint_equals_autodiff_through_reference_chain():
     critic_params = networks.init_critic_ensemble(keys[3], critic, 3, D, DIM)
     q_fn = lambda a: networks.apply_critic_ensemble(critic, critic_params, obs, a)
     x0 = jax.random.normal(keys[4], (B, DIM))
-    xs, x_final = sde_rollout(fine, ref, x0, keys[5], K)
+    xs = sde_rollout(fine, x0, keys[5], K)
+    x_final = final_step(xs[-1], ref(xs[-1], jnp.full((B, 1), (K - 1) / K)), K)
     adjs = lean_adjoint(ref, xs, terminal_adjoint(q_fn, x_final), K)
 
     h = 1.0 / K
@@ -73,7 +74,7 @@ def test_path_kl_matches_monte_carlo_girsanov():
     fine = _linear_field(*map(jnp.asarray, (fine_w, fine_b, fine_c)))
     ref = _linear_field(*map(jnp.asarray, (ref_w, ref_b, ref_c)))
     key_x0, key_sde = jax.random.split(jax.random.PRNGKey(1))
-    xs, _ = sde_rollout(fine, ref, jax.random.normal(key_x0, (paths, DIM)), key_sde, K)
+    xs = sde_rollout(fine, jax.random.normal(key_x0, (paths, DIM)), key_sde, K)
     t_k = jnp.broadcast_to(jnp.asarray(times, jnp.float32)[:, None, None], (K, paths, 1))
     dv = fine(xs, t_k) - ref(xs, t_k)
     per_path = jax.vmap(lambda d: path_kl(d[:, None], jnp.asarray(g_sq), K, horizon), 1)(dv)

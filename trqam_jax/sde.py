@@ -24,26 +24,25 @@ def memoryless_drift(field, x, t, h):
     return 2.0 * field(x, t) - x / (t + h)
 
 
-def sde_rollout(fine_field, ref_field, x0, key, num_steps: int, unroll: int | bool = 1):
-    """Simulate the fine-tuned memoryless SDE from x_0; the last step is deterministic.
+def sde_rollout(fine_field, x0, key, num_steps: int, unroll: int | bool = 1):
+    """Simulate the fine-tuned memoryless SDE over its K - 1 stochastic steps.
 
     For k = 0..K-2: x_{k+1} = x_k + h (2 v_fine(x_k, t_k) - x_k / (t_k + h)) + sqrt(h) g_k eps_k.
-    Last step: x_K = x_{K-1} + h v_ref(x_{K-1}, t_{K-1}).
+    The last, deterministic step is `final_step`: the caller takes it with the reference velocity
+    at x_{K-1}, which the matching loss needs anyway (one network evaluation fewer).
 
     Args:
-      fine_field, ref_field: velocity functions (x (B, d), t (B, 1)) -> (B, d).
+      fine_field: velocity function (x (B, d), t (B, 1)) -> (B, d).
       x0: (B, d) initial noise.
       key: PRNG key for the K - 1 Brownian increments.
       num_steps: K.
       unroll: `lax.scan` unroll factor.
     Returns:
-      xs: (K, B, d) the states x_0..x_{K-1} (no gradient).
-      x_final: (B, d) x_K (no gradient).
+      (K, B, d) the states x_0..x_{K-1} (no gradient).
     """
     h = 1.0 / num_steps
     batch, dim = x0.shape
     eps = jax.random.normal(key, (num_steps - 1, batch, dim))
-    times = flow_times(num_steps)
 
     def step(x, inputs):
         t, noise = inputs
@@ -52,8 +51,10 @@ def sde_rollout(fine_field, ref_field, x0, key, num_steps: int, unroll: int | bo
         x_next = x + h * memoryless_drift(fine_field, x, t_col, h) + jnp.sqrt(h) * g * noise
         return x_next, x
 
-    x_last, xs_head = lax.scan(step, x0, (times[:-1], eps), unroll=unroll)
-    t_last = jnp.full((batch, 1), times[-1])
-    x_final = x_last + h * ref_field(x_last, t_last)
-    xs = jnp.concatenate([xs_head, x_last[None]], axis=0)
-    return lax.stop_gradient(xs), lax.stop_gradient(x_final)
+    x_last, xs_head = lax.scan(step, x0, (flow_times(num_steps)[:-1], eps), unroll=unroll)
+    return lax.stop_gradient(jnp.concatenate([xs_head, x_last[None]], axis=0))
+
+
+def final_step(x_last, ref_velocity_last, num_steps: int):
+    """x_K = x_{K-1} + h v_ref(x_{K-1}, t_{K-1}): the deterministic last step with the EMA base."""
+    return lax.stop_gradient(x_last + ref_velocity_last / num_steps)

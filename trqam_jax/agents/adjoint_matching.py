@@ -12,6 +12,7 @@ sweeps are one `jax.vmap` over stacked states.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import chex
@@ -24,11 +25,12 @@ from trqam_jax import networks
 from trqam_jax.adjoint import adjoint_matching_loss, lean_adjoint, terminal_adjoint
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import euler_sample, flow_matching_loss, flow_times
-from trqam_jax.sde import noise_scale_sq, sde_rollout
+from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
 from trqam_jax.trust_region import DualConfig, dual_update, effective_lambda, ema_update, path_kl
 
 AGENT_KINDS = ("trqam", "qam")
 TRAINABLE = ("critic", "base", "fine")
+TARGET_PREFIX = "target_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +113,42 @@ def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int)
     )
 
 
+def optimizer(lr: float, grad_clip: float) -> optax.GradientTransformation:
+    """Adam after global-norm clipping at `grad_clip`; `grad_clip <= 0` means plain Adam.
+
+    Every agent builds its single optimizer here (the FQL references use plain Adam).
+    """
+    if grad_clip <= 0:
+        return optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
+
+
 def make_optimizer(cfg: AgentConfig) -> optax.GradientTransformation:
     """One Adam over critic + base + fine after global-norm clipping."""
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(cfg.lr))
+    return optimizer(cfg.lr, cfg.grad_clip)
+
+
+def trainable(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameter sets the optimizer updates: all but the EMA targets.
+
+    For TRQAM / QAM these are `TRAINABLE`; an `Extension` adds its own sets to the same dict.
+    """
+    return {k: v for k, v in params.items() if not k.startswith(TARGET_PREFIX)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """Extra trainable parts an agent adds to the adjoint-matching step (e.g. QAM-E's edit).
+
+    Its parameter sets live in `state.params` next to the core ones and share the optimizer.
+      policy(params, hparams, obs (B, D), flow_actions (B, d), key) -> (B, d): the acting policy
+        built on the fine field's clipped Euler actions; it also gives the critic's next actions.
+      loss(train, params, hparams, obs (B, D), key) -> (scalar, metrics): added to the step's
+        loss; `train` holds the parameters being differentiated, `params` the step's old ones.
+    """
+
+    policy: Callable
+    loss: Callable
 
 
 def _modules(cfg: AgentConfig):
@@ -166,7 +201,7 @@ def init(key, config, example_obs, example_actions, kind: str) -> AgentState:
     hparams = {"kl_budget": config.kl_budget} if kind == "trqam" else {"inv_temp": config.inv_temp}
     return AgentState(
         params=params,
-        opt_state=make_optimizer(cfg).init({k: params[k] for k in TRAINABLE}),
+        opt_state=make_optimizer(cfg).init(trainable(params)),
         lam=jnp.asarray(config.lam_init, jnp.float32),
         kl_ema=jnp.zeros((), jnp.float32),
         hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
@@ -182,11 +217,12 @@ def with_pretrained_base(state: AgentState, base_params) -> AgentState:
     pipeline (BC pretraining, then fine-tuning).
     """
     params = dict(state.params, base=base_params, target_base=base_params, fine=base_params)
-    opt_state = make_optimizer(state.config).init({k: params[k] for k in TRAINABLE})
+    opt_state = make_optimizer(state.config).init(trainable(params))
     return state.replace(params=params, opt_state=opt_state)
 
 
-def _check_batch(batch, cfg: AgentConfig):
+def check_batch(batch, cfg):
+    """Assert the batch layout; `cfg` is any static config with obs_dim, horizon, action_dim."""
     batch_size = batch["observations"].shape[0]
     chex.assert_shape(batch["observations"], (batch_size, cfg.obs_dim))
     chex.assert_shape(batch["actions"], (batch_size, cfg.horizon, cfg.action_dim))
@@ -203,16 +239,16 @@ def _bc_update(state: AgentState, batch, key):
     actions = batch["actions"].reshape(obs.shape[0], cfg.chunk_dim)
     weights = batch["valid"][:, -1]
     tx = make_optimizer(cfg)
-    trainable = {k: state.params[k] for k in TRAINABLE}
+    train_params = trainable(state.params)
 
     def loss_fn(train):
         return flow_matching_loss(_field(field, train["base"], obs), actions, weights, key)
 
-    bc_loss, grads = jax.value_and_grad(loss_fn)(trainable)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
+    bc_loss, grads = jax.value_and_grad(loss_fn)(train_params)
+    updates, opt_state = tx.update(grads, state.opt_state, train_params)
+    train_params = optax.apply_updates(train_params, updates)
     state = state.replace(
-        params=dict(state.params, **trainable), opt_state=opt_state, step=state.step + 1
+        params=dict(state.params, **train_params), opt_state=opt_state, step=state.step + 1
     )
     return state, {"bc_loss": bc_loss, "grad_norm": optax.global_norm(grads)}
 
@@ -224,7 +260,7 @@ def _temperature(state: AgentState):
     return jnp.ones(()), state.hparams["inv_temp"]
 
 
-def update(state: AgentState, batch, key):
+def update(state: AgentState, batch, key, extension: Extension | None = None):
     """One gradient step: critic TD + BC flow + adjoint matching, targets, dual update.
 
     Pure: `jax.jit(update)` and `jax.vmap(update)` over a leading seed axis both work.
@@ -234,11 +270,12 @@ def update(state: AgentState, batch, key):
       batch: dict with observations (B, D), actions (B, H, A), rewards (B,), masks (B,),
         valid (B, H), next_observations (B, D).
       key: PRNG key.
+      extension: optional extra policy and loss (QAM-E); None for TRQAM and QAM.
     Returns:
       (new state, dict of scalar metrics).
     """
     cfg = state.config
-    _check_batch(batch, cfg)
+    check_batch(batch, cfg)
     if cfg.bc_only:
         return _bc_update(state, batch, key)
 
@@ -256,6 +293,12 @@ def update(state: AgentState, batch, key):
     next_actions = euler_sample(
         _field(field, params["fine"], next_obs), next_noise, k_steps, cfg.flow_unroll
     )
+    if extension is not None:
+        # A key of its own, so that TRQAM / QAM draw exactly the same numbers as without hooks.
+        ext_next_key, ext_loss_key = jax.random.split(jax.random.fold_in(key, 1))
+        next_actions = extension.policy(
+            params, state.hparams, next_obs, next_actions, ext_next_key
+        )
     next_q = networks.apply_critic_ensemble(critic, params["target_critic"], next_obs, next_actions)
     targets = td_target(
         batch["rewards"], batch["masks"], next_q, cfg.discount, cfg.horizon, cfg.rho
@@ -265,14 +308,13 @@ def update(state: AgentState, batch, key):
     lambda_eff, adj_scale = _temperature(state)
     ref = _field(field, params["target_base"], obs)
     x0 = jax.random.normal(x0_key, (batch_size, cfg.chunk_dim))
-    xs, x_final = sde_rollout(
-        _field(field, params["fine"], obs), ref, x0, sde_key, k_steps, cfg.flow_unroll
-    )
+    xs = sde_rollout(_field(field, params["fine"], obs), x0, sde_key, k_steps, cfg.flow_unroll)
+    times = flow_times(k_steps)
+    v_ref = _stacked_field(field, params["target_base"], obs, xs, times)
+    x_final = final_step(xs[-1], v_ref[-1], k_steps)
     q_fn = lambda a: networks.apply_critic_ensemble(critic, params["target_critic"], obs, a)
     adj_final = adj_scale * terminal_adjoint(q_fn, x_final)
     adjs = lean_adjoint(ref, xs, adj_final, k_steps, cfg.flow_unroll)
-    times = flow_times(k_steps)
-    v_ref = _stacked_field(field, params["target_base"], obs, xs, times)
     g_sq = noise_scale_sq(times, h)
     sigma = jnp.sqrt(g_sq / lambda_eff)
 
@@ -290,13 +332,18 @@ def update(state: AgentState, batch, key):
             "kl": kl,
             "q_mean": jnp.mean(q),
         }
-        return q_loss + bc_loss + am_loss, aux
+        total = q_loss + bc_loss + am_loss
+        if extension is not None:
+            ext_loss, ext_aux = extension.loss(train, params, state.hparams, obs, ext_loss_key)
+            aux.update(ext_aux)
+            total = total + ext_loss
+        return total, aux
 
     tx = make_optimizer(cfg)
-    trainable = {k: params[k] for k in TRAINABLE}
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    new_trainable = optax.apply_updates(trainable, updates)
+    train_params = trainable(params)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
+    updates, opt_state = tx.update(grads, state.opt_state, train_params)
+    new_trainable = optax.apply_updates(train_params, updates)
 
     # Targets blend the online parameters from before this step's update (as the reference does).
     new_params = dict(
