@@ -25,6 +25,7 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.generate_episodes = 100
     config.sparse = domains.data_overrides(domain)["sparse"]
     config.dataset_proportion = 1.0
+    config.shard_interval = 1_000  # steps between shard rotations (10M / 100M releases)
     # Seeds and the optional kl_budget sweep share one vmapped axis (budgets x seeds).
     config.seed = 0
     config.seeds = 8
@@ -37,7 +38,7 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.steps_per_call = 1_000  # updates per compiled call (lax.scan)
     config.log_interval = 5_000
     config.eval_interval = 50_000
-    config.eval_episodes = 50
+    config.eval_episodes = 50  # per row; 0 disables evaluation
     config.save_interval = 100_000
     config.run_dir = ""  # "" = runs/{agent}-{domain}-task{task}
     return config

@@ -1,0 +1,65 @@
+"""orbax checkpoints of the stacked per-row agent states, one manager per training stage."""
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing or does not fit the run's configuration."""
+
+
+def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    """A checkpoint manager over step-numbered sub-directories of `directory`."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, states) -> None:
+    """Save `states` at `step` and wait until it is on disk (nothing is lost on a later crash)."""
+    mngr.save(step, args=ocp.args.StandardSave(states), force=True)
+    mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, like):
+    """Restore the states saved at `step` into the structure, shapes and shardings of `like`."""
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"checkpoint {mngr.directory}/{step} does not match this run's configuration "
+            f"(network sizes, number of critics, seeds or agent differ): {err}. "
+            "Use a new --config.run_dir, or the configuration the checkpoint was written with."
+        ) from err
+
+
+def load_base_params(directory: str, num_rows: int):
+    """The BC-pretrained vector field of every row from a BC checkpoint directory.
+
+    Args:
+      directory: a run directory (its `checkpoints/bc` is used) or a BC checkpoint directory.
+      num_rows: rows of the run being initialised; row r takes checkpoint row r % n, so a BC run
+        with S seeds initialises a budget sweep over the same S seeds.
+    Returns:
+      the `base` parameter pytree with a leading row axis of `num_rows`.
+    """
+    candidates = [os.path.join(directory, "checkpoints", "bc"), directory]
+    path = next((p for p in candidates if os.path.isdir(p) and _steps(p)), None)
+    if path is None:
+        raise CheckpointError(
+            f"no BC checkpoint under {directory!r} (looked in {', '.join(candidates)}); pass the "
+            "run directory of a run with bc_steps > 0, e.g. --config.init_from=runs/<bc-run>"
+        )
+    mngr = ocp.CheckpointManager(os.path.abspath(path))
+    raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
+    base = raw["params"]["base"]
+    saved_rows = jax.tree.leaves(base)[0].shape[0]
+    index = np.arange(num_rows) % saved_rows
+    return jax.tree.map(lambda x: np.asarray(x)[index], base)
+
+
+def _steps(path: str) -> list[int]:
+    return [int(name) for name in os.listdir(path) if name.isdigit()]

@@ -1,0 +1,105 @@
+"""The compiled training loop: vmap over rows (budgets x seeds) o lax.scan over steps o update.
+
+Agents know nothing of seeds or devices; this module stacks per-row agent states on a leading
+axis, shards that axis over the local devices, and runs `steps_per_call` updates per call with the
+batches sampled on the device. The host only logs, evaluates and checkpoints between calls.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from trqam_jax.data.sampler import sample_chunks
+
+ROW_AXIS = "rows"
+# Metrics whose last value in a call is the meaningful one (dual state), not the call's mean.
+LAST_VALUE_METRICS = ("kl_ema", "lambda")
+
+
+def row_budgets(kl_budgets: Sequence[float], default_budget: float, seeds: int) -> np.ndarray:
+    """The kl_budget of every row: budgets x seeds, budget-major; (R,) with R = len * seeds."""
+    budgets = list(kl_budgets) or [default_budget]
+    return np.repeat(np.asarray(budgets, np.float32), seeds)
+
+
+def row_seeds(num_rows: int, seeds: int) -> np.ndarray:
+    """Seed index of every row: rows of different budgets share seeds 0..seeds-1."""
+    return np.arange(num_rows) % seeds
+
+
+def make_mesh(num_rows: int) -> Mesh:
+    """A 1-D mesh of all local devices over the row axis; rows must divide among them."""
+    devices = jax.local_devices()
+    if num_rows % len(devices):
+        raise ValueError(
+            f"{num_rows} rows (kl_budgets x seeds) do not divide among {len(devices)} devices; "
+            f"use a multiple of {len(devices)} seeds"
+        )
+    return Mesh(np.asarray(devices), (ROW_AXIS,))
+
+
+def shard_rows(tree, mesh: Mesh):
+    """Place a pytree whose leaves have a leading row axis with that axis split over devices."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(ROW_AXIS)))
+
+
+def replicate(tree, mesh: Mesh):
+    """Place a pytree on every device of the mesh (e.g. the dataset)."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def init_rows(agent, agent_config, key, num_rows: int, example_obs, example_actions):
+    """Stacked states of `num_rows` independent agents: row r is `agent.init(fold_in(key, r))`."""
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(num_rows))
+    return jax.jit(jax.vmap(lambda k: agent.init(k, agent_config, example_obs, example_actions)))(
+        keys
+    )
+
+
+def call_keys(key, seeds: np.ndarray, call_index: int):
+    """Per-row keys of one training call, a pure function of (key, seed, call index).
+
+    Rows with the same seed (different budgets) get the same keys, so a budget sweep differs only
+    in the budget; a resumed run gets the same keys as an uninterrupted one.
+    """
+    call_key = jax.random.fold_in(key, call_index)
+    return jax.vmap(lambda s: jax.random.fold_in(call_key, s))(jnp.asarray(seeds))
+
+
+def _summarise(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Per-row mean over the call's steps, or the last value for the dual state."""
+    return {
+        name: values[-1] if name in LAST_VALUE_METRICS else jnp.mean(values.astype(jnp.float32))
+        for name, values in metrics.items()
+    }
+
+
+def make_train_call(
+    update: Callable, batch_size: int, horizon: int, discount: float, steps: int
+) -> Callable:
+    """A compiled `(states, data, size, keys) -> (states, summaries)` running `steps` updates.
+
+    `data` is a dict of device arrays of flat transitions (see data/sampler.py), shared by every
+    row; `size` is its number of valid rows (traced, so a replay buffer or a padded shard reuses
+    the compiled program); `keys` are per-row keys (R, 2). Summaries are per-row scalars (R,).
+    """
+
+    def one_row(state, data, size, key):
+        def step(state, step_key):
+            sample_key, update_key = jax.random.split(step_key)
+            batch = sample_chunks(sample_key, data, batch_size, horizon, discount, size)
+            return update(state, batch, update_key)
+
+        state, metrics = jax.lax.scan(step, state, jax.random.split(key, steps))
+        return state, _summarise(metrics)
+
+    return jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0)))
+
+
+def to_host(tree) -> Any:
+    """Device arrays -> numpy (one transfer per leaf)."""
+    return jax.tree.map(np.asarray, jax.device_get(tree))
