@@ -1,0 +1,188 @@
+"""The online stage: replay growth, stored transitions vs the environment, update schedule,
+open-loop chunks, sparse rewards and reproducibility, on a tiny TRQAM and a generated dataset."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.tiny import tiny_config
+from trqam_jax import online
+from trqam_jax.agents import trqam
+from trqam_jax.data.datasets import load_offline_data, sparsify_rewards
+from trqam_jax.evaluation import make_eval_envs
+
+ENV = "cube-double-play-singletask-task1-v0"
+ROWS, HORIZON, MAX_STEPS = 2, 3, 12  # short episodes so that resets happen inside a test
+START, TOTAL, UTD = 8, 14, 2
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dataset_dir):
+    """(offline train dict, reusable envs, init states factory)."""
+    data = load_offline_data(ENV, tiny_dataset_dir)
+    envs = make_eval_envs(ENV, ROWS, max_episode_steps=MAX_STEPS).envs
+    obs_dim = envs[0].observation_space.shape[0]
+    action_dim = envs[0].action_space.shape[0]
+    assert data.train["observations"].shape[1] == obs_dim
+    config = tiny_config("trqam", horizon=HORIZON, batch_size=8)
+
+    def init_states():
+        keys = jax.random.split(jax.random.PRNGKey(0), ROWS)
+        return jax.vmap(
+            lambda k: trqam.init(k, config, jnp.zeros(obs_dim), jnp.zeros((HORIZON, action_dim)))
+        )(keys)
+
+    return data.train, envs, init_states
+
+
+def _run(setup, key=1, sparse=False, total=TOTAL, start=START, **kwargs):
+    offline, envs, init_states = setup
+    return online.run_online(
+        trqam.update,
+        trqam.act,
+        init_states(),
+        offline,
+        ENV,
+        total_steps=total,
+        batch_size=8,
+        horizon=HORIZON,
+        discount=0.99,
+        key=jax.random.PRNGKey(key),
+        seed=SEED,
+        start_training=start,
+        utd=UTD,
+        sparse=sparse,
+        envs=envs,
+        **kwargs,
+    )
+
+
+def _online_rows(result, n, r):
+    """Row r's online transitions (numpy), in insertion order."""
+    return {k: np.asarray(v[r, n:]) for k, v in result.replays.data.items()}
+
+
+def _replay_env(env, stored, row, sparse):
+    """Re-runs row `row`'s episodes from their reset seeds with the stored actions and checks
+    every stored field against what the environment returns; returns the episode summaries."""
+    episode, t, summaries = 0, 0, []
+    total = len(stored["rewards"])
+    while t < total:
+        ob, _ = env.reset(seed=online.reset_seed(SEED, row, episode))
+        ret = 0.0
+        while True:
+            np.testing.assert_array_equal(stored["observations"][t], np.float32(ob))
+            ob, reward, term, trunc, info = env.step(stored["actions"][t])
+            reward = float(sparsify_rewards(reward)) if sparse else reward
+            np.testing.assert_array_equal(stored["next_observations"][t], np.float32(ob))
+            assert stored["rewards"][t] == np.float32(reward)
+            assert stored["terminals"][t] == float(term or trunc)
+            assert stored["masks"][t] == 1.0 - float(term)
+            ret += np.float32(reward)
+            t += 1
+            if term or trunc or t == total:
+                break
+        if term or trunc:
+            summaries.append((float(info["success"]), ret, episode))
+        episode += 1
+    return summaries
+
+
+def test_online_run_stores_env_transitions_and_updates_after_start(setup):
+    offline, envs, init_states = setup
+    n = len(offline["rewards"])
+    initial = jax.tree.map(np.asarray, init_states().params)
+    sizes, params_at, logs = {}, {}, []
+
+    def on_interval(step, states, replays):
+        sizes[step] = np.asarray(replays.size)
+        params_at[step] = (np.asarray(states.step), jax.tree.map(np.asarray, states.params))
+
+    result = _run(
+        setup,
+        interval=1,
+        on_interval=on_interval,
+        log_every=5,
+        on_log=lambda step, metrics: logs.append((step, metrics)),
+    )
+
+    # One transition per env step per row; the offline rows are untouched.
+    for step, size in sizes.items():
+        np.testing.assert_array_equal(size, [n + step] * ROWS)
+    for k, v in offline.items():
+        if k in result.replays.data:
+            np.testing.assert_array_equal(np.asarray(result.replays.data[k][1, :n]), v)
+
+    # No update during the first START steps, UTD updates per step afterwards.
+    for step, (counter, params) in params_at.items():
+        np.testing.assert_array_equal(counter, [max(0, step - START) * UTD] * ROWS)
+        changed = jax.tree.leaves(
+            jax.tree.map(lambda a, b: not np.array_equal(a, b), initial, params)
+        )
+        assert any(changed) == (step > START)
+    assert np.all(np.asarray(result.states.step) == (TOTAL - START) * UTD)
+    for leaf in jax.tree.leaves(result.states):
+        assert np.all(np.isfinite(np.asarray(leaf, np.float64)))
+
+    # Every stored online transition is what the environment returns from the seeded reset, and
+    # the reported episodes are those of the environment.
+    episodes = result.episodes
+    assert len(episodes["row"]) >= ROWS  # MAX_STEPS < TOTAL: every row reset at least once
+    for r in range(ROWS):
+        summaries = _replay_env(envs[0], _online_rows(result, n, r), r, sparse=False)
+        mine = episodes["row"] == r
+        np.testing.assert_array_equal(episodes["episode"][mine], [s[2] for s in summaries])
+        np.testing.assert_array_equal(episodes["success"][mine], [s[0] for s in summaries])
+        np.testing.assert_allclose(episodes["return"][mine], [s[1] for s in summaries], rtol=1e-6)
+
+    # Logs: windows of 5 steps; update metrics only once updates ran, everything per row.
+    assert [step for step, _ in logs] == [5, 10, TOTAL]
+    assert "critic_loss" not in logs[0][1] and "critic_loss" in logs[1][1]
+    for _, metrics in logs:
+        for name, values in metrics.items():
+            assert values.shape == (ROWS,), name
+            if not name.startswith("online/") or name == "online/episodes":
+                assert np.all(np.isfinite(values)), name
+    assert sum(m["online/episodes"].sum() for _, m in logs) == len(episodes["row"])
+
+    # Same key, same run, bit for bit; another key plans differently.
+    again = _run(setup)
+    jax.tree.map(np.testing.assert_array_equal, (again.states, again.replays), result[:2])
+    other = _run(setup, key=2)
+    assert not np.array_equal(
+        np.asarray(other.replays.data["actions"][0, n:]),
+        np.asarray(result.replays.data["actions"][0, n:]),
+    )
+
+
+def test_open_loop_chunks_and_sparse_rewards(setup):
+    """Without updates the policy is fixed, so every stored action is the planned chunk's: a new
+    chunk from the current observation at each episode start and every H steps within it."""
+    offline, envs, init_states = setup
+    n = len(offline["rewards"])
+    total = 2 * MAX_STEPS + 2
+    result = _run(setup, key=5, sparse=True, total=total, start=total)
+    states = init_states()
+    plan_key = jax.random.split(jax.random.PRNGKey(5))[1]
+    for r in range(ROWS):
+        stored = _online_rows(result, n, r)
+        _replay_env(envs[0], stored, r, sparse=True)
+        assert set(np.unique(stored["rewards"])) <= {-1.0, 0.0}
+        state = jax.tree.map(lambda x, r=r: x[r], states)
+        t = 0
+        while t < total:
+            episode_start = t
+            while t < total:
+                if (t - episode_start) % HORIZON == 0:
+                    key = online.row_keys(plan_key, t + 1, jnp.arange(ROWS))[r]
+                    chunk = np.clip(
+                        np.asarray(trqam.act(state, stored["observations"][t][None], key)[0]), -1, 1
+                    )
+                np.testing.assert_allclose(
+                    stored["actions"][t], chunk[(t - episode_start) % HORIZON], atol=1e-6
+                )
+                t += 1
+                if stored["terminals"][t - 1]:
+                    break
