@@ -1,16 +1,18 @@
 """Env-steps/s of the lockstep batched evaluator against one episode at a time.
 
-    python -m benchmarks.eval_speed [--seeds=2] [--episodes=4] [--num_envs=S*M]
+    python -m benchmarks.eval_speed [--seeds=2] [--episodes=2] [--num_envs=S*M] [--workers=2]
         [--envs=cube-double-play-singletask-task1-v0,antmaze-large-navigate-singletask-task1-v0]
 
 The policy is the TRQAM agent's deployed sampler at paper size (flow field 4 x 512 GELU, K = 10
-Euler steps, H = 5 for cube, 1 for antmaze), randomly initialised: its weights do not change the
-cost of a step, and an untrained policy runs every episode to the time limit, so both evaluators
-do the same, full-length work. Both evaluators run the same episodes (same reset seeds):
+Euler steps; H = 5 for cube, 1 for antmaze, from configs/trqam.py:DOMAIN), randomly
+initialised. All evaluators run the same episodes (same reset seeds):
 - batched: `evaluation.evaluate` with `jit(vmap(act))` over the S stacked seed states, one call
   per chunk boundary for all S x E environments;
 - sequential: `evaluation.evaluate_sequential` with `jit(act)` on one observation at a time, as
-  a one-process-per-seed evaluator does.
+  a one-process-per-seed evaluator does;
+- batched_W_workers: the batched evaluator with W worker processes stepping the environments.
+The untrained policy: its weights do not change the cost of a step, and it runs every episode to
+the time limit, so every evaluator does the same, full-length work.
 Compilation and environment creation are timed separately and excluded from steps/s. Results go
 to benchmarks/results/eval_speed_<device>.json (the device is the JAX backend running the policy;
 environments always step on the host CPU).
@@ -38,9 +40,10 @@ DEFAULT_ENVS = "cube-double-play-singletask-task1-v0,antmaze-large-navigate-sing
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def horizon_for(env_name: str) -> int:
-    """Chunk length of the paper: 1 for the locomotion mazes, 5 otherwise (ALGORITHM.md §12)."""
-    return 1 if ("antmaze" in env_name or "humanoidmaze" in env_name) else 5
+def agent_config_for(env_name: str):
+    """The TRQAM agent config of the env's domain (configs/trqam.py:DOMAIN): paper sizes and H."""
+    domain = env_name.split("-singletask")[0]
+    return get_config(domain).agent
 
 
 class TimedPolicy:
@@ -59,10 +62,9 @@ class TimedPolicy:
         return out
 
 
-def make_policies(num_seeds: int, obs_dim: int, action_dim: int, horizon: int, key):
+def make_policies(num_seeds: int, obs_dim: int, action_dim: int, config, key):
     """(batched policy, single policy, agent description) for S randomly initialised seeds."""
-    config = get_config()
-    config.horizon = horizon
+    horizon = config.horizon
     example_obs = jnp.zeros((obs_dim,), jnp.float32)
     example_actions = jnp.zeros((horizon, action_dim), jnp.float32)
     states = jax.vmap(lambda k: trqam.init(k, config, example_obs, example_actions))(
@@ -101,6 +103,14 @@ def make_policies(num_seeds: int, obs_dim: int, action_dim: int, horizon: int, k
     return batched, single, description
 
 
+def warm_up(envs: evaluation.EvalEnvs) -> None:
+    """Pays the one-off costs of a first reset and step (gymnasium's env checker, lazy MuJoCo
+    setup) outside the timed runs."""
+    indices = list(range(len(envs)))
+    envs.reset(indices, [0] * len(envs))
+    envs.run_chunks(indices, np.zeros((len(envs), 1, envs.action_dim), np.float32))
+
+
 def run_one(env_name: str, args, key) -> dict:
     num_envs = args.num_envs or args.seeds * args.episodes
     start = time.perf_counter()
@@ -108,12 +118,19 @@ def run_one(env_name: str, args, key) -> dict:
     env_creation_s = time.perf_counter() - start
     # The first reset and step of an environment pay one-off costs (gymnasium's env checker,
     # lazy MuJoCo setup); pay them here so that neither timed evaluator does.
-    for env in envs.envs:
-        env.reset(seed=0)
-        env.step(np.zeros(envs.action_dim, np.float32))
-    horizon = horizon_for(env_name)
+    warm_up(envs)
+    pools = {"batched": envs, "sequential": envs}
+    if args.workers > 0:
+        start = time.perf_counter()
+        pools[f"batched_{args.workers}_workers"] = evaluation.make_eval_envs(
+            env_name, num_envs, args.max_episode_steps, num_workers=args.workers
+        )
+        worker_creation_s = time.perf_counter() - start
+        warm_up(pools[f"batched_{args.workers}_workers"])
+    config = agent_config_for(env_name)
+    horizon = config.horizon
     batched, single, description = make_policies(
-        args.seeds, envs.obs_dim, envs.action_dim, horizon, key
+        args.seeds, envs.obs_dim, envs.action_dim, config, key
     )
     per_seed = min(num_envs // args.seeds, args.episodes)
 
@@ -126,11 +143,16 @@ def run_one(env_name: str, args, key) -> dict:
     out = np.asarray(single(0, np.zeros((envs.obs_dim,), np.float32), key))
     assert out.shape == (horizon, envs.action_dim), out.shape
     compile_single_s = time.perf_counter() - start
+    # The evaluators derive policy keys with eager jax.random ops, compiled on first use; do that
+    # here too (same shapes) so that the first timed run does not pay for it.
+    np.asarray(jax.random.split(jax.random.fold_in(jax.random.fold_in(key, 0), 0), 256))
 
     kwargs = dict(num_seeds=args.seeds, episodes_per_seed=args.episodes, base_seed=args.seed)
     evaluators = {
-        "batched": (batched, evaluation.evaluate),
-        "sequential": (single, evaluation.evaluate_sequential),
+        name: (single, evaluation.evaluate_sequential)
+        if name == "sequential"
+        else (batched, evaluation.evaluate)
+        for name in pools
     }
     repeats = {name: [] for name in evaluators}
     # Alternate the two evaluators so that load from other processes on a shared machine hits
@@ -139,7 +161,7 @@ def run_one(env_name: str, args, key) -> dict:
         for name, (fn, evaluator) in evaluators.items():
             timed = TimedPolicy(fn)
             start = time.perf_counter()
-            result = evaluator(envs, timed, key, progress=args.progress, **kwargs)
+            result = evaluator(pools[name], timed, key, progress=args.progress, **kwargs)
             wall = time.perf_counter() - start
             repeats[name].append(
                 {
@@ -155,7 +177,7 @@ def run_one(env_name: str, args, key) -> dict:
                 }
             )
             print(
-                f"{env_name} {name:>10}: {result.total_steps} steps in {wall:.1f} s = "
+                f"{env_name} {name:>18}: {result.total_steps} steps in {wall:.1f} s = "
                 f"{result.total_steps / wall:,.0f} env-steps/s; {timed.calls} policy calls, "
                 f"{1e3 * timed.seconds / max(timed.calls, 1):.2f} ms each, "
                 f"{100 * timed.seconds / wall:.0f}% of the time",
@@ -165,13 +187,20 @@ def run_one(env_name: str, args, key) -> dict:
     for name, runs in repeats.items():
         median = sorted(runs, key=lambda r: r["env_steps_per_s"])[(len(runs) - 1) // 2]
         results[name] = {**median, "env_steps_per_s_repeats": [r["env_steps_per_s"] for r in runs]}
-    speedup = results["batched"]["env_steps_per_s"] / results["sequential"]["env_steps_per_s"]
-    print(f"{env_name}: batched / sequential = {speedup:.2f}x (medians)", flush=True)
+    for pool in pools.values():
+        pool.close()
+    baseline = results["sequential"]["env_steps_per_s"]
+    speedup = {
+        name: round(r["env_steps_per_s"] / baseline, 2)
+        for name, r in results.items()
+        if name != "sequential"
+    }
+    print(f"{env_name}: speed-up over sequential (medians): {speedup}", flush=True)
     return {
         "env": env_name,
         "obs_dim": envs.obs_dim,
         "action_dim": envs.action_dim,
-        "max_episode_steps": envs.envs[0].spec.max_episode_steps,
+        "max_episode_steps": envs.max_episode_steps,
         "seeds": args.seeds,
         "repeats": args.repeats,
         "episodes_per_seed": args.episodes,
@@ -179,9 +208,11 @@ def run_one(env_name: str, args, key) -> dict:
         "envs_per_seed_in_lockstep": per_seed,
         "agent": description,
         "env_creation_s": round(env_creation_s, 2),
+        "worker_pool_creation_s": round(worker_creation_s, 2) if args.workers > 0 else None,
+        "workers": args.workers,
         "compile_s": {"batched": round(compile_batched_s, 2), "single": round(compile_single_s, 2)},
         **results,
-        "speedup": round(speedup, 2),
+        "speedup_over_sequential": speedup,
     }
 
 
@@ -219,12 +250,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default=DEFAULT_ENVS, help="comma-separated env names")
     parser.add_argument("--seeds", type=int, default=2, help="S, agent seeds side by side")
-    parser.add_argument("--episodes", type=int, default=4, help="M, episodes per seed")
+    parser.add_argument("--episodes", type=int, default=2, help="M, episodes per seed")
     parser.add_argument("--num_envs", type=int, default=0, help="pool size (0: S x M)")
     parser.add_argument(
         "--max_episode_steps", type=int, default=None, help="time limit (default: OGBench's)"
     )
     parser.add_argument("--seed", type=int, default=0, help="agent init key and reset seeds")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also time the batched evaluator with W worker "
+        "processes stepping the environments (0: skip)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each evaluator")
     parser.add_argument("--progress", action="store_true", help="tqdm bars")
     parser.add_argument("--out", default=None, help="json path (default results/eval_speed_<d>)")
