@@ -272,7 +272,10 @@ def main(argv=None):
     label = "cpu" if info["platform"] == "cpu" else info["device_kind"].lower().replace(" ", "_")
     print(f"policy device: {info['device_kind']} ({info['platform']}); envs step on host CPU")
     key = jax.random.PRNGKey(args.seed)
+    # Load from other processes moves these numbers a lot on a shared machine: record it.
+    load_start = os.getloadavg()[0]
     runs = [run_one(name, args, key) for name in args.envs.split(",") if name]
+    info["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
     record = {
         "benchmark": "eval_speed",
         "label": f"{info['platform'].upper()} results"

@@ -335,8 +335,9 @@ def evaluate(
     Args:
       envs: the pool from `make_eval_envs`; needs N >= S.
       policy_fn: (observations (S, E, D) float32, key) -> actions (S, E, H, A) in [-1, 1]
-        (e.g. `jax.vmap(agent.act, in_axes=(0, 0, None))` over stacked per-seed agent states).
-        Outputs of shape (S, E, A) are taken as H = 1.
+        e.g. over stacked per-seed agent states, one compiled call that also splits the key:
+        `jax.jit(lambda st, o, k: jax.vmap(act)(st, o, jax.random.split(k, S)))` closed over
+        the states. Outputs of shape (S, E, A) are taken as H = 1.
       key: PRNG key (jax.random.PRNGKey). The policy receives, for chunk c of wave w, key c of
         the stream of fold_in(key, w) (see `_KeyStream`), as raw uint32 key data.
       num_seeds: S, the leading axis the policy expects.
@@ -379,6 +380,8 @@ def evaluate(
         keys = _KeyStream(jax.random.fold_in(key, wave))
         chunk = 0
         while running.any():
+            # A copy: on CPU, jax may alias a numpy argument, and `obs` changes while the
+            # policy's result could still be pending.
             actions = _as_chunks(
                 policy_fn(obs.copy(), keys(chunk)), (num_seeds, per_seed), envs.action_dim
             )
