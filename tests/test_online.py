@@ -28,13 +28,13 @@ def setup(tiny_dataset_dir):
     assert data.train["observations"].shape[1] == obs_dim
     config = tiny_config("trqam", horizon=HORIZON, batch_size=8)
 
-    def init_states():
-        keys = jax.random.split(jax.random.PRNGKey(0), ROWS)
-        return jax.vmap(
+    init = jax.jit(
+        jax.vmap(
             lambda k: trqam.init(k, config, jnp.zeros(obs_dim), jnp.zeros((HORIZON, action_dim)))
-        )(keys)
-
-    return data.train, envs, init_states
+        )
+    )
+    keys = jax.random.split(jax.random.PRNGKey(0), ROWS)
+    return data.train, envs, lambda: init(keys)
 
 
 def _run(setup, key=1, sparse=False, total=TOTAL, start=START, **kwargs):
@@ -165,6 +165,7 @@ def test_open_loop_chunks_and_sparse_rewards(setup):
     total = 2 * MAX_STEPS + 2
     result = _run(setup, key=5, sparse=True, total=total, start=total)
     states = init_states()
+    act = jax.jit(trqam.act)
     plan_key = jax.random.split(jax.random.PRNGKey(5))[1]
     for r in range(ROWS):
         stored = _online_rows(result, n, r)
@@ -178,7 +179,7 @@ def test_open_loop_chunks_and_sparse_rewards(setup):
                 if (t - episode_start) % HORIZON == 0:
                     key = online.row_keys(plan_key, t + 1, jnp.arange(ROWS))[r]
                     chunk = np.clip(
-                        np.asarray(trqam.act(state, stored["observations"][t][None], key)[0]), -1, 1
+                        np.asarray(act(state, stored["observations"][t][None], key)[0]), -1, 1
                     )
                 np.testing.assert_allclose(
                     stored["actions"][t], chunk[(t - episode_start) % HORIZON], atol=1e-6
