@@ -18,8 +18,12 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, states) -> None:
-    """Save `states` at `step` and wait until it is on disk (nothing is lost on a later crash)."""
-    mngr.save(step, args=ocp.args.StandardSave(states), force=True)
+    """Save `states` at `step` and wait until it is on disk (nothing is lost on a later crash).
+
+    Host (numpy) copies are saved, so the checkpoint carries no device topology and restores on
+    any number of devices (a BC checkpoint from a GPU sweep loads on a laptop, and vice versa).
+    """
+    mngr.save(step, args=ocp.args.StandardSave(jax.device_get(states)), force=True)
     mngr.wait_until_finished()
 
 

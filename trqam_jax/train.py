@@ -5,6 +5,7 @@ axis, shards that axis over the local devices, and runs `steps_per_call` updates
 batches sampled on the device. The host only logs, evaluates and checkpoints between calls.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -78,6 +79,7 @@ def _summarise(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     }
 
 
+@functools.cache  # one compiled program per setting, also across runs in one process
 def make_train_call(
     update: Callable, batch_size: int, horizon: int, discount: float, steps: int
 ) -> Callable:

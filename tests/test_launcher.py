@@ -1,0 +1,162 @@
+"""The launcher end to end on a tiny generated dataset: resume, sharding, sweeps, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs.trqam import get_config
+from experiments import run as launcher
+from trqam_jax import checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_run_config(data_dir, run_dir, **overrides):
+    config = get_config("cube-double-play")
+    config.agent.update(
+        actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_qs=2, batch_size=8
+    )
+    config.update(
+        dataset_dir=data_dir,
+        run_dir=str(run_dir),
+        seeds=2,
+        bc_steps=0,
+        offline_steps=20,
+        steps_per_call=10,
+        log_interval=10,
+        eval_interval=20,
+        save_interval=10,
+        eval_episodes=0,
+    )
+    config.update(overrides)
+    return config
+
+
+def final_params(run_dir):
+    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints", "offline")))
+    raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
+    return mngr.latest_step(), raw["params"]
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_interrupted_and_resumed_run_equals_straight_run(tiny_dataset_dir, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    launcher.run(tiny_run_config(tiny_dataset_dir, straight, offline_steps=40))
+    launcher.run(tiny_run_config(tiny_dataset_dir, resumed, offline_steps=20))
+    # As if the first run had logged step 30 and died before its next checkpoint.
+    metrics_path = resumed / "train_metrics.jsonl"
+    lost = dict(read_jsonl(metrics_path)[-1], step=30)
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(lost) + "\n")
+    launcher.run(tiny_run_config(tiny_dataset_dir, resumed, offline_steps=40))
+
+    step_a, params_a = final_params(straight)
+    step_b, params_b = final_params(resumed)
+    assert step_a == step_b == 40
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), params_a, params_b
+    )
+    rows_a, rows_b = read_jsonl(straight / "train_metrics.jsonl"), read_jsonl(metrics_path)
+    assert [(r["step"], r["seed"]) for r in rows_b] == [(r["step"], r["seed"]) for r in rows_a]
+    assert [(r["step"], r["seed"]) for r in rows_a] == [
+        (s, i) for s in (10, 20, 30, 40) for i in (0, 1)
+    ]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        np.testing.assert_allclose(ra["critic_loss"], rb["critic_loss"], rtol=1e-4)
+
+
+def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_path):
+    config = tiny_run_config(
+        tiny_dataset_dir, tmp_path, kl_budgets=(0.5, 4.0), eval_episodes=1, offline_steps=20
+    )
+    summary = launcher.run(config)
+    assert summary["rows"] == 4 and summary["kl_budgets"] == [0.5, 0.5, 4.0, 4.0]
+    rows = [r for r in read_jsonl(tmp_path / "train_metrics.jsonl") if r["step"] == 20]
+    assert [(r["seed"], r["kl_budget"]) for r in rows] == [(0, 0.5), (1, 0.5), (0, 4.0), (1, 4.0)]
+    # Same seed, same data and keys: the rows differ only through the budget of the dual.
+    assert rows[0]["lambda"] != rows[2]["lambda"]
+    evals = read_jsonl(tmp_path / "eval.jsonl")
+    assert len(evals) == 4 and all(0.0 <= r["success"] <= 1.0 for r in evals)
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["data_source"] == "generated"
+
+
+_SHARDED_RUN = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+    sys.path.insert(0, sys.argv[4])
+    from tests.test_launcher import tiny_run_config
+    from experiments import run as launcher
+    import jax
+    assert len(jax.devices()) == int(sys.argv[1])
+    launcher.run(tiny_run_config(sys.argv[2], sys.argv[3], seeds=4, offline_steps=10))
+    """
+)
+
+
+def test_four_simulated_devices_give_the_same_results_as_one(tiny_dataset_dir, tmp_path):
+    results = []
+    for devices in (1, 4):
+        out = tmp_path / f"devices{devices}"
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        done = subprocess.run(
+            [sys.executable, "-c", _SHARDED_RUN, str(devices), tiny_dataset_dir, str(out), ROOT],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results.append(final_params(out)[1])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
+
+
+def test_bad_input_fails_before_any_work(tiny_dataset_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown agent 'sac'"):
+        bad = tiny_run_config(tiny_dataset_dir, tmp_path / "a")
+        bad.agent.agent_name = "sac"
+        launcher.run(bad)
+    with pytest.raises(launcher.ConfigError, match="init_from"):
+        launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path / "b", init_from="/nonexistent"))
+    with pytest.raises(launcher.ConfigError, match="multiple of config.steps_per_call"):
+        launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path / "c", offline_steps=15))
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+
+
+def test_checkpoint_of_other_shapes_is_refused(tiny_dataset_dir, tmp_path):
+    launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path, offline_steps=10))
+    wider = tiny_run_config(tiny_dataset_dir, tmp_path, offline_steps=20)
+    wider.agent.actor_hidden_dims = (32, 32)
+    with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        launcher.run(wider)
+
+
+def test_command_line_exits_non_zero_with_the_fix(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/trqam.py:cube-double-play",
+            f"--config.dataset_dir={tmp_path}",
+            f"--config.run_dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "make_dataset" in result.stderr
