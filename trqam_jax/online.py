@@ -183,7 +183,7 @@ def run_online(
       update: agent update `(state, batch, key) -> (state, metrics)` (e.g. `trqam.update`).
       act: agent policy `(state, observations (N, D), key) -> (N, H, A)` in [-1, 1].
       states: stacked agent states, leading axis R (from `train.init_rows` / the offline stage);
-        donated: do not use the passed-in value afterwards. A `NamedSharding` of their row axis is
+        copied once, so the passed-in value stays valid. A `NamedSharding` of their row axis is
         reused for the replay buffers.
       offline_train: the offline training set (numpy dict with the replay FIELDS, N rows, already
         post-processed: sparse rewards when `sparse`); every row's buffer starts with all of it.
@@ -203,7 +203,8 @@ def run_online(
       on_log: callback(step, metrics) with per-row numpy (R,) values: the update metrics averaged
         over the window (only once updates run), plus `online/success`, `online/return`,
         `online/length` (means over the episodes that ended in the window; NaN for a row with
-        none), `online/episodes` (that count) and `replay/size`.
+        none), `online/episodes` (that count), `replay/size` and `online/steps_per_s` (env steps
+        per second over the window, compilation included).
       interval: call `on_interval` every this many env steps (0: never); e.g. evaluation and
         checkpoints. It gets (step, states, replays); copy what it keeps, they are donated next.
       progress: True for a tqdm bar, or callback(step, total).
@@ -251,7 +252,7 @@ def run_online(
     window_start = 0  # index into the episode lists where the current logging window begins
 
     bar, report = _progress(progress, total_steps)
-    start_time = time.perf_counter()
+    window_step, window_time = 0, time.perf_counter()
     for step in range(1, total_steps + 1):
         need = position >= chunks.shape[1]
         if need.any():
@@ -314,10 +315,11 @@ def run_online(
 
         if on_log is not None and (step % log_every == 0 or step == total_steps):
             metrics = _window_metrics(acc, acc_steps, episodes, window_start, rows, replays)
-            metrics["online/steps_per_s"] = np.full(
-                rows, step / max(time.perf_counter() - start_time, 1e-9)
-            )
+            now = time.perf_counter()
+            rate = (step - window_step) / max(now - window_time, 1e-9)
+            metrics["online/steps_per_s"] = np.full(rows, rate)
             on_log(step, metrics)
+            window_step, window_time = step, now
             window_start = len(episodes["row"])
             if acc is not None:
                 acc = jax.tree.map(jnp.zeros_like, acc)
