@@ -34,6 +34,8 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.bc_steps = 300_000
     config.offline_steps = 1_000_000
     config.online_steps = 0  # 500_000 for offline-to-online
+    config.start_training = 5_000  # online env steps before the first online update
+    config.utd = 1  # updates per online env step
     config.init_from = ""  # a BC checkpoint directory written by an earlier run
     config.steps_per_call = 1_000  # updates per compiled call (lax.scan)
     config.log_interval = 5_000

@@ -34,6 +34,7 @@ from trqam_jax.agents import trqam as bc_agent
 from trqam_jax.data.datasets import DataError, load_offline_data, resolve_data_dir
 from trqam_jax.data.shards import ShardRotator, shard_loader
 from trqam_jax.evaluation import evaluate, make_eval_envs
+from trqam_jax.online import run_online
 
 config_flags.DEFINE_config_file(
     "config",
@@ -74,11 +75,8 @@ def check_config(config) -> None:
                 f"config.{name}={config[name]} is not a multiple of config.steps_per_call="
                 f"{config.steps_per_call}; the compiled loop runs whole calls"
             )
-    if config.online_steps:
-        raise ConfigError(
-            "online fine-tuning (config.online_steps > 0) is not built yet; set "
-            "--config.online_steps=0"
-        )
+    if config.online_steps < 0 or config.start_training < 0 or config.utd < 1:
+        raise ConfigError("config.online_steps and start_training must be >= 0, utd >= 1")
     if config.init_from and not os.path.isdir(config.init_from):
         raise ConfigError(
             f"config.init_from={config.init_from!r} does not exist; pass the run directory of "
@@ -256,6 +254,63 @@ def initial_states(config, agent, context, key):
     return train.shard_rows(states, context["mesh"])
 
 
+def run_online_stage(config, agent, states, data, context, key, evaluate_fn):
+    """Offline-to-online: one environment per row, replay initialised with the whole dataset.
+
+    Steps continue from the end of the offline stage. Environments cannot be checkpointed, so an
+    interrupted online stage restarts from its beginning (the offline checkpoint is kept).
+    """
+    seeds, budgets, out = context["seeds"], context["budgets"], context["out"]
+    offset = config.offline_steps
+    ckpt = checkpoint.manager(os.path.join(out, "checkpoints", "online"))
+    run_dir.truncate_jsonl(
+        os.path.join(out, "train_metrics.jsonl"), lambda r: r["stage"] != "online"
+    )
+    run_dir.truncate_jsonl(os.path.join(out, "eval.jsonl"), lambda r: r["stage"] != "online")
+    last = {}
+
+    def on_log(step, values):
+        record = {"step": offset + step, "stage": "online"}
+        run_dir.append_jsonl(
+            os.path.join(out, "train_metrics.jsonl"),
+            run_dir.per_row_records(values, record, seeds, budgets),
+        )
+
+    def on_interval(step, states, _replays):
+        record = {"step": offset + step, "stage": "online"}
+        if evaluate_fn is not None:
+            last["results"] = evaluate_fn(states)
+            run_dir.append_jsonl(
+                os.path.join(out, "eval.jsonl"),
+                run_dir.per_row_records(last["results"], record, seeds, budgets),
+            )
+        checkpoint.save(ckpt, offset + step, states)
+
+    result = run_online(
+        agent.update,
+        agent.act,
+        states,
+        data.train,
+        env_name_of(config),
+        total_steps=config.online_steps,
+        batch_size=config.agent.batch_size,
+        horizon=config.agent.horizon,
+        discount=config.agent.discount,
+        key=jax.random.fold_in(key, 1),
+        seed=config.seed,
+        row_seeds=seeds,
+        start_training=config.start_training,
+        utd=config.utd,
+        sparse=config.sparse,
+        log_every=config.log_interval,
+        on_log=on_log,
+        interval=config.eval_interval,
+        on_interval=on_interval,
+        progress=True,
+    )
+    return result.states, last.get("results")
+
+
 def run(config) -> dict:
     """Run every stage of `config`; returns the summary also written to summary.json."""
     check_config(config)
@@ -312,6 +367,11 @@ def run(config) -> dict:
     states, final = run_stage(
         stage, states, config.offline_steps, source, train_key, evaluate_fn, seeds, budgets
     )
+    if config.online_steps:
+        states, online_final = run_online_stage(
+            config, agent, states, data, context, train_key, evaluate_fn
+        )
+        final = online_final if online_final is not None else final
     summary = {
         "wall_clock_s": time.perf_counter() - start,
         "data_source": label,
