@@ -408,6 +408,9 @@ def print_summary(config, summary) -> None:
 
 def main(_):
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines off the console
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        # Multi-host: each process drives its local devices; the env vars name the cluster.
+        jax.distributed.initialize()
     try:
         run(FLAGS.config)
     except (ConfigError, DataError, checkpoint.CheckpointError, ValueError) as err:
