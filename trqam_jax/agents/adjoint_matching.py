@@ -34,10 +34,9 @@ TARGET_PREFIX = "target_"
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentConfig:
-    """Static agent configuration (hashable: it is part of the state's tree structure)."""
+class SharedConfig:
+    """Static fields every agent has: shapes, networks, optimizer, TD learning (hashable)."""
 
-    kind: str
     obs_dim: int
     horizon: int
     action_dim: int
@@ -52,14 +51,21 @@ class AgentConfig:
     discount: float = 0.995
     rho: float = 0.5
     tau: float = 0.005
-    dual: DualConfig = DualConfig()
-    bc_only: bool = False
     flow_unroll: int = 1
 
     @property
     def chunk_dim(self) -> int:
         """d = H * |a|, the dimension of a flattened action chunk."""
         return self.horizon * self.action_dim
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgentConfig(SharedConfig):
+    """Static agent configuration (hashable: it is part of the state's tree structure)."""
+
+    kind: str
+    dual: DualConfig = DualConfig()
+    bc_only: bool = False
 
 
 @flax.struct.dataclass
@@ -75,17 +81,17 @@ class AgentState:
     config: AgentConfig = flax.struct.field(pytree_node=False)
 
 
-def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int) -> AgentConfig:
-    """Static `AgentConfig` from an ml_collections agent config (see configs/trqam.py)."""
-    if kind not in AGENT_KINDS:
-        raise ValueError(f"unknown adjoint-matching agent {kind!r}; expected one of {AGENT_KINDS}")
+def shared_fields(config, obs_dim: int, horizon: int, action_dim: int) -> dict:
+    """The `SharedConfig` fields from an ml_collections agent config, as keyword arguments.
+
+    Checks that `config.horizon` (when set) matches the example chunk's length.
+    """
     if config.get("horizon", horizon) != horizon:
         raise ValueError(
             f"config.horizon={config.horizon} but example_actions has {horizon} steps; "
             "sample chunks of config.horizon actions or change config.horizon"
         )
-    return AgentConfig(
-        kind=kind,
+    return dict(
         obs_dim=obs_dim,
         horizon=horizon,
         action_dim=action_dim,
@@ -100,6 +106,17 @@ def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int)
         discount=float(config.discount),
         rho=float(config.rho),
         tau=float(config.tau),
+        flow_unroll=int(config.flow_unroll),
+    )
+
+
+def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int) -> AgentConfig:
+    """Static `AgentConfig` from an ml_collections agent config (see configs/trqam.py)."""
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"unknown adjoint-matching agent {kind!r}; expected one of {AGENT_KINDS}")
+    return AgentConfig(
+        kind=kind,
+        **shared_fields(config, obs_dim, horizon, action_dim),
         dual=DualConfig(
             eta=float(config.eta_lambda),
             ema_coef=float(config.kl_ema_coef),
@@ -109,7 +126,6 @@ def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int)
             lam_scale=float(config.lam_scale),
         ),
         bc_only=bool(config.bc_only),
-        flow_unroll=int(config.flow_unroll),
     )
 
 
@@ -296,9 +312,7 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
     if extension is not None:
         # A key of its own, so that TRQAM / QAM draw exactly the same numbers as without hooks.
         ext_next_key, ext_loss_key = jax.random.split(jax.random.fold_in(key, 1))
-        next_actions = extension.policy(
-            params, state.hparams, next_obs, next_actions, ext_next_key
-        )
+        next_actions = extension.policy(params, state.hparams, next_obs, next_actions, ext_next_key)
     next_q = networks.apply_critic_ensemble(critic, params["target_critic"], next_obs, next_actions)
     targets = td_target(
         batch["rewards"], batch["masks"], next_q, cfg.discount, cfg.horizon, cfg.rho
@@ -383,10 +397,18 @@ def act(state: AgentState, observations, key):
       (N, H, A) action chunks in [-1, 1].
     """
     cfg = state.config
-    field, _ = _modules(cfg)
     params = state.params["base" if cfg.bc_only else "fine"]
     noise = jax.random.normal(key, (observations.shape[0], cfg.chunk_dim))
-    actions = euler_sample(
-        _field(field, params, observations), noise, cfg.flow_steps, cfg.flow_unroll
-    )
+    actions = sample_field(cfg, params, observations, noise)
     return actions.reshape(observations.shape[0], cfg.horizon, cfg.action_dim)
+
+
+def sample_field(cfg, field_params, obs, noise):
+    """Clipped deterministic Euler sample (§3) of a vector field of the actor architecture.
+
+    Shared by every agent's flow policy. `cfg` is any static config with actor_hidden_dims,
+    actor_layer_norm, chunk_dim, flow_steps and flow_unroll (`AgentConfig`, FQL's config).
+    Args: obs (N, D), noise (N, d). Returns (N, d) actions in [-1, 1].
+    """
+    field = networks.vector_field_module(cfg.actor_hidden_dims, cfg.chunk_dim, cfg.actor_layer_norm)
+    return euler_sample(_field(field, field_params, obs), noise, cfg.flow_steps, cfg.flow_unroll)
