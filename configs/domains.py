@@ -4,6 +4,18 @@ Sources: H, discount, rho and network width per domain follow ALGORITHM.md §1, 
 inverse temperatures are the values the QAM paper published per domain. TRQAM's per-domain budget
 is not public: 1.0 by default and 0.5 for cube-triple (stated in the paper); 2.0 for puzzle-4x4 is
 our choice for "a looser budget".
+
+Baselines (issue 5):
+- QAM-E (inv_temp, edit_scale): the QAM paper's per-domain values, as in the `QAM_EDIT` table of
+  its public code (github.com/ColinQiyangLi/qam, experiments/reproduce.py).
+- Chunked FQL alpha: the QAM paper's per-domain values (same file, `FQL` table); the rest of the
+  chunked preset is this protocol (H, discount, rho, 10 critics, widths).
+- Original FQL: the FQL paper's values (arXiv 2502.02538; the commands of github.com/seohongpark/fql
+  README): alpha antmaze 10 with q_agg=min, humanoidmaze 30, cube 300, scene 300, puzzle 1000;
+  discount 0.995 for antmaze-giant and humanoidmaze, else 0.99; 2 critics, H = 1, 4x512 networks.
+  The FQL paper has no cube-triple / cube-quadruple: 300 there is our extrapolation of "cube".
+- cube-single-play (the quickstart, not in the QAM paper): chunked FQL 300 (FQL paper's value for
+  cube-single) and QAM-E as cube-double (our choice, the nearest domain).
 """
 
 PAPER_DOMAINS = (
@@ -45,6 +57,43 @@ QAM_INV_TEMP = {
 }
 TRQAM_KL_BUDGET = {"cube-triple-play": 0.5, "puzzle-4x4-play": 2.0}
 
+# (inv_temp, edit_scale) of QAM-E; edit_scale 0 makes QAM-E act as QAM.
+QAM_E_PARAMS = {
+    "antmaze-large-navigate": (1.0, 0.1),
+    "antmaze-giant-navigate": (10.0, 0.1),
+    "humanoidmaze-medium-navigate": (3.0, 0.1),
+    "humanoidmaze-large-navigate": (3.0, 0.1),
+    "cube-double-play": (1.0, 0.0),
+    "cube-triple-play": (3.0, 0.1),
+    "cube-quadruple-play": (3.0, 0.1),
+    "scene-play": (1.0, 0.0),
+    "puzzle-3x3-play": (1.0, 0.1),
+    "puzzle-4x4-play": (0.1, 0.9),
+    "cube-single-play": (1.0, 0.0),  # our choice: as cube-double
+}
+FQL_CHUNKED_ALPHA = {
+    "antmaze-large-navigate": 3.0,
+    "antmaze-giant-navigate": 3.0,
+    "humanoidmaze-medium-navigate": 30.0,
+    "humanoidmaze-large-navigate": 30.0,
+    "cube-double-play": 300.0,
+    "cube-triple-play": 30.0,
+    "cube-quadruple-play": 100.0,
+    "scene-play": 300.0,
+    "puzzle-3x3-play": 300.0,
+    "puzzle-4x4-play": 1.0,
+    "cube-single-play": 300.0,  # our choice: the FQL paper's cube-single value
+}
+# The original FQL's alpha by domain family (FQL paper); antmaze also uses q_agg="min".
+FQL_ORIGINAL_ALPHA = {
+    "antmaze": 10.0,
+    "humanoidmaze": 30.0,
+    "cube": 300.0,
+    "scene": 300.0,
+    "puzzle": 1000.0,
+}
+FQL_PRESETS = ("original", "chunked")
+
 
 def check_domain(domain: str) -> None:
     """Raise a ValueError naming the known domains if `domain` is not one of them."""
@@ -76,3 +125,37 @@ def data_overrides(domain: str) -> dict:
     """Data settings of `domain`: sparse rewards for scene and the puzzles (QAM protocol)."""
     check_domain(domain)
     return {"sparse": domain in _SPARSE}
+
+
+def qam_e_overrides(domain: str) -> dict:
+    """QAM-E's per-domain inverse temperature and edit scale (replace QAM's inv_temp)."""
+    check_domain(domain)
+    inv_temp, edit_scale = QAM_E_PARAMS[domain]
+    return {"inv_temp": inv_temp, "edit_scale": edit_scale}
+
+
+def fql_overrides(domain: str, preset: str) -> dict:
+    """FQL's per-domain settings; applied after `agent_overrides`, so they win over it.
+
+    "chunked" keeps this protocol's chunking, discount, pessimism and widths and sets alpha;
+    "original" restores the FQL paper's setting (single actions, 2 critics, its discounts,
+    4x512 networks, target aggregation by q_agg instead of mean - rho * std).
+    """
+    check_domain(domain)
+    if preset == "chunked":
+        return {"alpha": FQL_CHUNKED_ALPHA[domain]}
+    if preset != "original":
+        raise ValueError(f"unknown FQL preset {preset!r}; expected one of {FQL_PRESETS}")
+    family = domain.split("-")[0]
+    return {
+        "alpha": FQL_ORIGINAL_ALPHA[family],
+        "q_agg": "min" if family == "antmaze" else "mean",
+        "horizon": 1,
+        "num_qs": 2,
+        "rho": 0.0,
+        "discount": 0.995
+        if domain == "antmaze-giant-navigate" or family == "humanoidmaze"
+        else 0.99,
+        "actor_hidden_dims": (512,) * 4,
+        "actor_layer_norm": False,
+    }
