@@ -162,15 +162,13 @@ def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, b
         record = {"step": step, "stage": stage.name}
         if step % config.log_interval == 0:
             values = train.to_host(summary)
-            run_dir.append_jsonl(
-                os.path.join(stage.out, "train_metrics.jsonl"),
-                run_dir.per_row_records(values, record, seeds, budgets),
+            run_dir.append_rows(
+                os.path.join(stage.out, "train_metrics.jsonl"), values, record, seeds, budgets
             )
         if evaluate_fn is not None and (step % config.eval_interval == 0 or step == total):
             results = evaluate_fn(states)
-            run_dir.append_jsonl(
-                os.path.join(stage.out, "eval.jsonl"),
-                run_dir.per_row_records(results, record, seeds, budgets),
+            run_dir.append_rows(
+                os.path.join(stage.out, "eval.jsonl"), results, record, seeds, budgets
             )
         if step % config.save_interval == 0 or step == total:
             checkpoint.save(stage.ckpt, step, states)
@@ -271,18 +269,16 @@ def run_online_stage(config, agent, states, data, context, key, evaluate_fn):
 
     def on_log(step, values):
         record = {"step": offset + step, "stage": "online"}
-        run_dir.append_jsonl(
-            os.path.join(out, "train_metrics.jsonl"),
-            run_dir.per_row_records(values, record, seeds, budgets),
+        run_dir.append_rows(
+            os.path.join(out, "train_metrics.jsonl"), values, record, seeds, budgets
         )
 
     def on_interval(step, states, _replays):
         record = {"step": offset + step, "stage": "online"}
         if evaluate_fn is not None:
             last["results"] = evaluate_fn(states)
-            run_dir.append_jsonl(
-                os.path.join(out, "eval.jsonl"),
-                run_dir.per_row_records(last["results"], record, seeds, budgets),
+            run_dir.append_rows(
+                os.path.join(out, "eval.jsonl"), last["results"], record, seeds, budgets
             )
         checkpoint.save(ckpt, offset + step, states)
 

@@ -59,11 +59,16 @@ def truncate_jsonl(path: str, keep) -> None:
     os.replace(tmp, path)
 
 
-def per_row_records(values: dict, base: dict, seeds, budgets) -> list[dict]:
-    """One record per row: `base` + seed + kl_budget + that row's value of every metric."""
+def append_rows(path: str, values: dict, base: dict, seeds, budgets) -> None:
+    """Append one record per row: `base` + seed + kl_budget + that row's value of every metric.
+
+    Args:
+      values: metric name -> (R,) per-row values.
+      seeds, budgets: (R,) seed index and kl_budget of every row.
+    """
     records = []
     for row, (seed, budget) in enumerate(zip(seeds, budgets, strict=True)):
         record = dict(base, seed=int(seed), kl_budget=float(budget))
         record.update({name: float(v[row]) for name, v in values.items()})
         records.append(record)
-    return records
+    append_jsonl(path, records)
