@@ -21,23 +21,20 @@ environments always step on the host CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import write_result
 from configs.trqam import get_config
 from trqam_jax import evaluation
 from trqam_jax.agents import trqam
 
 DEFAULT_ENVS = "cube-double-play-singletask-task1-v0,antmaze-large-navigate-singletask-task1-v0"
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def agent_config_for(env_name: str):
@@ -216,36 +213,6 @@ def run_one(env_name: str, args, key) -> dict:
     }
 
 
-def device_info() -> dict:
-    device = jax.devices()[0]
-    info = {
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "num_devices": jax.device_count(),
-        "host_cpu": platform.processor() or platform.machine(),
-        "host_cpus_usable": len(os.sched_getaffinity(0)),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["host_cpu"] = names[0]
-    except OSError:
-        pass
-    return info
-
-
-def versions() -> dict:
-    packages = ("jax", "jaxlib", "flax", "numpy", "mujoco", "ogbench", "gymnasium")
-    out = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default=DEFAULT_ENVS, help="comma-separated env names")
@@ -268,30 +235,21 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="json path (default results/eval_speed_<d>)")
     args = parser.parse_args(argv)
 
-    info = device_info()
-    label = "cpu" if info["platform"] == "cpu" else info["device_kind"].lower().replace(" ", "_")
-    print(f"policy device: {info['device_kind']} ({info['platform']}); envs step on host CPU")
+    platform_name = jax.devices()[0].platform
+    print(f"policy device: {jax.devices()[0].device_kind} ({platform_name}); envs on host CPU")
     key = jax.random.PRNGKey(args.seed)
-    # Load from other processes moves these numbers a lot on a shared machine: record it.
     load_start = os.getloadavg()[0]
     runs = [run_one(name, args, key) for name in args.envs.split(",") if name]
-    info["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
     record = {
         "benchmark": "eval_speed",
-        "label": f"{info['platform'].upper()} results"
-        + (" (policy and environments on CPU)" if info["platform"] == "cpu" else ""),
-        "device": info,
-        "versions": versions(),
+        "label": f"{platform_name.upper()} results"
+        + (" (policy and environments on CPU)" if platform_name == "cpu" else ""),
         "command": "python -m benchmarks.eval_speed "
         + " ".join(sys.argv[1:] if argv is None else argv),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1min_at_start": load_start,
         "runs": runs,
     }
-    out = args.out or os.path.join(RESULTS_DIR, f"eval_speed_{label}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
+    out = write_result("eval_speed", record, args.out)
     print(f"wrote {out}")
 
 

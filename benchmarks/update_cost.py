@@ -5,66 +5,36 @@
 
 The paper configuration is obs 37, action 5, H = 5, 4x512 networks, 10 critics, B = 256, K = 10.
 The reference implementation measures 61 GFLOP per update there. Results are written to
-benchmarks/results/update_cost_<platform>.json with the device and versions.
+benchmarks/results/update_cost_<size>_<device>.json with the device and versions.
 """
 
-import json
-import pathlib
-import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs.agent_defaults import adjoint_matching_defaults
-from trqam_jax.agents import trqam
+from benchmarks.common import write_result
+from benchmarks.presets import (
+    ACTION_DIM,
+    HORIZON,
+    OBS_DIM,
+    SIZES,
+    agent_config,
+    compile_update,
+)
 
-flags.DEFINE_enum("size", "paper", ["paper", "small"], "Network and batch size preset.")
+flags.DEFINE_enum("size", "paper", list(SIZES), "Network and batch size preset.")
 flags.DEFINE_integer("iters", 5, "Timed updates per variant (after one warm-up call).")
-flags.DEFINE_string("out", "benchmarks/results", "Directory of the JSON result.")
+flags.DEFINE_string("out", "", "JSON path (default benchmarks/results/update_cost_SIZE_DEVICE).")
 FLAGS = flags.FLAGS
 
-OBS_DIM, ACTION_DIM, HORIZON = 37, 5, 5
 REFERENCE_GFLOP = 61.0
-
-
-def _config(size: str, unroll: int):
-    config = adjoint_matching_defaults("trqam")
-    if size == "small":
-        config.actor_hidden_dims = config.critic_hidden_dims = (64, 64)
-        config.num_qs = 3
-        config.batch_size = 64
-    config.flow_unroll = unroll
-    return config
-
-
-def _batch(key, batch_size):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {
-        "observations": jax.random.normal(k1, (batch_size, OBS_DIM)),
-        "actions": jnp.tanh(jax.random.normal(k2, (batch_size, HORIZON, ACTION_DIM))),
-        "rewards": jax.random.uniform(k3, (batch_size,)),
-        "masks": jnp.ones(batch_size),
-        "valid": jnp.ones((batch_size, HORIZON)),
-        "next_observations": jax.random.normal(k3, (batch_size, OBS_DIM)),
-    }
 
 
 def measure(size: str, unroll: int, iters: int) -> dict:
     """Lower, compile and time `jax.jit(trqam.update)` for one preset and scan unroll factor."""
-    config = _config(size, unroll)
-    state = trqam.init(
-        jax.random.PRNGKey(0), config, jnp.zeros(OBS_DIM), jnp.zeros((HORIZON, ACTION_DIM))
-    )
-    batch = _batch(jax.random.PRNGKey(1), config.batch_size)
-    key = jax.random.PRNGKey(2)
-    start = time.perf_counter()
-    compiled = jax.jit(trqam.update).lower(state, batch, key).compile()
-    compile_s = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    compiled, compile_s, gflop, (state, batch, key) = compile_update(agent_config(size, unroll))
     state, metrics = compiled(state, batch, key)  # warm-up
     jax.block_until_ready(metrics)
     times = []
@@ -76,7 +46,7 @@ def measure(size: str, unroll: int, iters: int) -> dict:
     return {
         "size": size,
         "flow_unroll": unroll,
-        "gflop_per_update": cost.get("flops", float("nan")) / 1e9,
+        "gflop_per_update": gflop,
         "compile_s": compile_s,
         "ms_per_update_median": 1e3 * float(np.median(times)),
         "ms_per_update_min": 1e3 * float(np.min(times)),
@@ -84,14 +54,11 @@ def measure(size: str, unroll: int, iters: int) -> dict:
 
 
 def main(_):
-    config = _config(FLAGS.size, 1)
+    config = agent_config(FLAGS.size)
     rows = [measure(FLAGS.size, unroll, FLAGS.iters) for unroll in (1, config.flow_steps)]
-    device = jax.devices()[0]
     result = {
+        "benchmark": "update_cost",
         "command": f"python -m benchmarks.update_cost --size={FLAGS.size} --iters={FLAGS.iters}",
-        "device": f"{device.platform}: {device.device_kind}",
-        "cpu_count": __import__("os").cpu_count(),
-        "versions": {"python": platform.python_version(), "jax": jax.__version__},
         "shape": {
             "obs": OBS_DIM,
             "action": ACTION_DIM,
@@ -112,10 +79,7 @@ def main(_):
         )
     if FLAGS.size == "paper":
         print(f"reference implementation: {REFERENCE_GFLOP} GFLOP/update")
-    out = pathlib.Path(FLAGS.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"update_cost_{FLAGS.size}_{device.platform}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(f"update_cost_{FLAGS.size}", result, FLAGS.out or None)
     print(f"wrote {path}")
 
 

@@ -33,4 +33,8 @@ def adjoint_matching_defaults(agent_name: str) -> ml_collections.ConfigDict:
     config.bc_only = False
     # lax.scan unroll factor of the flow-step loops (see benchmarks/update_cost.py).
     config.flow_unroll = 1
+    # "bfloat16": matmuls in bf16 with float32 parameters, outputs, losses and optimizer
+    # (benchmarks/update_speed.py --compute_dtype measures it; tests/test_agents.py bounds the
+    # loss difference over a short run).
+    config.compute_dtype = "float32"
     return config

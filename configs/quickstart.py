@@ -4,7 +4,10 @@
 
 Generates a small cube-single-play dataset with OGBench's scripted oracles if none is present
 (labelled GENERATED everywhere it is reported), pretrains the flow by BC, fine-tunes with TRQAM,
-evaluates and prints a summary table.
+evaluates and prints a summary table. Measured on an idle 2-core CPU: 323 s wall in all, and
+evaluation success (20 episodes per seed) of 0.00 at 5K fine-tuning steps, 0.05 at 10K and
+0.05 / 0.10 at 15K. Expect a small, non-zero final success: this demonstrates the pipeline on a
+30-episode generated dataset; it is not a benchmark result.
 """
 
 from configs.agent_defaults import adjoint_matching_defaults
@@ -21,13 +24,13 @@ def get_config(arg=None):
     config.generate_if_missing = True
     config.generate_episodes = 30
     config.seeds = 2
-    config.bc_steps = 2_000
-    config.offline_steps = 3_000
+    config.bc_steps = 30_000
+    config.offline_steps = 15_000
     config.steps_per_call = 500
     config.log_interval = 500
-    config.eval_interval = 1_500
-    config.eval_episodes = 10
-    config.save_interval = 1_500
+    config.eval_interval = 5_000
+    config.eval_episodes = 20
+    config.save_interval = 5_000
     config.run_dir = "runs/quickstart"
     if arg == "ci":  # the shortened version .ci/run executes
         config.generate_episodes = 4

@@ -144,8 +144,7 @@ def evaluate(state, spec: bandit.BanditSpec, contexts, reference, key):
     flat_c = jnp.repeat(contexts, num)
     flat_a = samples.reshape(-1, bandit.ACTION_DIM)
     reward = bandit.true_reward(spec, flat_c, flat_a)
-    cfg = state.config
-    critic = networks.critic_module(cfg.critic_hidden_dims, cfg.critic_layer_norm)
+    critic = state.config.critic_module()
     q = jnp.mean(
         networks.apply_critic_ensemble(critic, state.params["critic"], flat_c[:, None], flat_a),
         axis=0,
@@ -340,14 +339,25 @@ def plot(results, s: Settings, path: str):
         ax.plot(x, mean, color=c, label=lab, ls=ls)
         ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=c, alpha=0.2, lw=0)
 
+    def agent_bands(ax, kind, x, series, ls="-"):
+        """One band per value of `kind`'s sweep; series (values, seeds, len(x))."""
+        n = len(results[kind]["values"])
+        for i, value in enumerate(results[kind]["values"]):
+            band(ax, x, series[i], colour(kind, i, n), label[kind].format(value), ls)
+
+    def both_agents(ax, metric):
+        """An evaluation metric of every row of both agents (QAM dotted)."""
+        for kind in AGENTS:
+            ls = "-" if kind == "trqam" else ":"
+            agent_bands(ax, kind, eval_steps, results[kind]["evals"][metric], ls)
+
     for col, kind in enumerate(AGENTS[::-1]):
         ax = axes[0, col]
         res = results[kind]
-        n = len(res["values"])
-        for i, value in enumerate(res["values"]):
-            c = colour(kind, i, n)
-            band(ax, steps, res["train"]["kl_ema"][i], c, label[kind].format(value))
-            if kind == "trqam":
+        agent_bands(ax, kind, steps, res["train"]["kl_ema"])
+        if kind == "trqam":
+            for i, value in enumerate(res["values"]):
+                c = colour(kind, i, len(res["values"]))
                 ax.axhline(value, color=c, ls="--", lw=1)
                 ax.axhspan(0.8 * value, 1.2 * value, color=c, alpha=0.07)
         ax.set_yscale("log")
@@ -361,41 +371,21 @@ def plot(results, s: Settings, path: str):
         ax.legend(fontsize=8)
 
     ax = axes[0, 2]
-    for kind in AGENTS:
-        res = results[kind]
-        n = len(res["values"])
-        for i, value in enumerate(res["values"]):
-            ls = "-" if kind == "trqam" else ":"
-            band(
-                ax,
-                eval_steps,
-                res["evals"]["terminal_kl"][i],
-                colour(kind, i, n),
-                label[kind].format(value),
-                ls,
-            )
+    both_agents(ax, "terminal_kl")
     ax.set_yscale("symlog", linthresh=0.05)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("KL(policy || pretrained), k-NN Monte Carlo")
     ax.set_title("Terminal action KL to the pretrained policy")
     ax.legend(fontsize=8)
 
-    metric_axes = (
-        ("true_reward", "true reward of the policy", axes[1, 0], "trqam"),
-        ("true_reward", "true reward of the policy", axes[1, 1], "qam"),
-    )
-    for key, ylabel, ax, kind in metric_axes:
-        res = results[kind]
-        n = len(res["values"])
-        pre = np.mean(res["evals"][key][:, :, 0])
-        for i, value in enumerate(res["values"]):
-            band(
-                ax, eval_steps, res["evals"][key][i], colour(kind, i, n), label[kind].format(value)
-            )
-        ax.axhline(pre, color="k", ls="--", lw=1, label="pretrained (BC) policy")
+    for ax, kind in ((axes[1, 0], "trqam"), (axes[1, 1], "qam")):
+        rewards = results[kind]["evals"]["true_reward"]
+        agent_bands(ax, kind, eval_steps, rewards)
+        pretrained = np.mean(rewards[:, :, 0])
+        ax.axhline(pretrained, color="k", ls="--", lw=1, label="pretrained (BC) policy")
         ax.axhline(results["best_reward"], color="grey", ls=":", lw=1, label="best possible")
         ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel("true reward of the policy")
         ax.set_title(f"{kind.upper()}: true reward (known r)")
         ax.legend(fontsize=8)
     lo = min(axes[1, 0].get_ylim()[0], axes[1, 1].get_ylim()[0])
@@ -404,19 +394,7 @@ def plot(results, s: Settings, path: str):
     axes[1, 1].set_ylim(lo, hi)
 
     ax = axes[1, 2]
-    for kind in AGENTS:
-        res = results[kind]
-        n = len(res["values"])
-        for i, value in enumerate(res["values"]):
-            ls = "-" if kind == "trqam" else ":"
-            band(
-                ax,
-                eval_steps,
-                res["evals"]["critic_bias"][i],
-                colour(kind, i, n),
-                label[kind].format(value),
-                ls,
-            )
+    both_agents(ax, "critic_bias")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("mean critic Q - true r on policy actions")

@@ -1,5 +1,6 @@
 """The launcher end to end on a tiny generated dataset: resume, sharding, sweeps, bad input."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -18,8 +19,9 @@ from trqam_jax import checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_run_config(data_dir, run_dir, **overrides):
-    config = get_config("cube-double-play")
+def tiny_run_config(data_dir, run_dir, get=get_config, **overrides):
+    """`get("cube-double-play")` (a configs/<agent>.py) shrunk to 2x16 networks and 20 steps."""
+    config = get("cube-double-play")
     config.agent.update(
         actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_qs=2, batch_size=8
     )
@@ -121,6 +123,31 @@ def test_four_simulated_devices_give_the_same_results_as_one(tiny_dataset_dir, t
         assert done.returncode == 0, done.stderr[-3000:]
         results.append(final_params(out)[1])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
+
+
+@pytest.mark.parametrize(
+    "module,metric",
+    [
+        ("qam", "am_loss"),
+        ("qam_e", "edit_alpha"),
+        ("fql", "distill_loss"),
+        ("fql_chunked", "alpha"),
+    ],
+)
+def test_every_agent_runs_bc_then_fine_tuning_and_evaluates(
+    tiny_dataset_dir, tmp_path, module, metric
+):
+    """Each agent's config runs the shared BC stage, its own fine-tuning and evaluation."""
+    get = importlib.import_module(f"configs.{module}").get_config
+    config = tiny_run_config(
+        tiny_dataset_dir, tmp_path, get, bc_steps=10, offline_steps=10, eval_episodes=1
+    )
+    summary = launcher.run(config)
+    assert summary["rows"] == 2 and all(0.0 <= s <= 1.0 for s in summary["final_success"])
+    rows = read_jsonl(tmp_path / "train_metrics.jsonl")
+    assert [(r["stage"], r["step"]) for r in rows] == [("bc", 10)] * 2 + [("offline", 10)] * 2
+    assert all(np.isfinite(r[metric]) for r in rows[2:])
+    assert len(read_jsonl(tmp_path / "eval.jsonl")) == 2
 
 
 def test_bad_input_fails_before_any_work(tiny_dataset_dir, tmp_path):

@@ -52,11 +52,24 @@ class SharedConfig:
     rho: float = 0.5
     tau: float = 0.005
     flow_unroll: int = 1
+    compute_dtype: str = "float32"  # matmul dtype; parameters and losses stay float32
 
     @property
     def chunk_dim(self) -> int:
         """d = H * |a|, the dimension of a flattened action chunk."""
         return self.horizon * self.action_dim
+
+    def field_module(self) -> networks.MLP:
+        """The actor architecture's vector field v(s, x, t) (base, fine, FQL's BC flow)."""
+        return networks.vector_field_module(
+            self.actor_hidden_dims, self.chunk_dim, self.actor_layer_norm, self.compute_dtype
+        )
+
+    def critic_module(self) -> networks.MLP:
+        """One member of the critic ensemble."""
+        return networks.critic_module(
+            self.critic_hidden_dims, self.critic_layer_norm, self.compute_dtype
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -107,6 +120,7 @@ def shared_fields(config, obs_dim: int, horizon: int, action_dim: int) -> dict:
         rho=float(config.rho),
         tau=float(config.tau),
         flow_unroll=int(config.flow_unroll),
+        compute_dtype=networks.check_compute_dtype(config.get("compute_dtype", "float32")),
     )
 
 
@@ -168,9 +182,7 @@ class Extension:
 
 
 def _modules(cfg: AgentConfig):
-    field = networks.vector_field_module(cfg.actor_hidden_dims, cfg.chunk_dim, cfg.actor_layer_norm)
-    critic = networks.critic_module(cfg.critic_hidden_dims, cfg.critic_layer_norm)
-    return field, critic
+    return cfg.field_module(), cfg.critic_module()
 
 
 def _field(module, params, obs):
@@ -406,9 +418,8 @@ def act(state: AgentState, observations, key):
 def sample_field(cfg, field_params, obs, noise):
     """Clipped deterministic Euler sample (§3) of a vector field of the actor architecture.
 
-    Shared by every agent's flow policy. `cfg` is any static config with actor_hidden_dims,
-    actor_layer_norm, chunk_dim, flow_steps and flow_unroll (`AgentConfig`, FQL's config).
+    Shared by every agent's flow policy; `cfg` is a `SharedConfig` (`AgentConfig`, FQL's config).
     Args: obs (N, D), noise (N, d). Returns (N, d) actions in [-1, 1].
     """
-    field = networks.vector_field_module(cfg.actor_hidden_dims, cfg.chunk_dim, cfg.actor_layer_norm)
+    field = cfg.field_module()
     return euler_sample(_field(field, field_params, obs), noise, cfg.flow_steps, cfg.flow_unroll)

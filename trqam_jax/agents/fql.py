@@ -76,11 +76,11 @@ def fql_config(config, obs_dim: int, horizon: int, action_dim: int) -> FQLConfig
 
 def _modules(cfg: FQLConfig):
     """(BC vector field, one-step policy, critic member) modules."""
-    field = networks.vector_field_module(cfg.actor_hidden_dims, cfg.chunk_dim, cfg.actor_layer_norm)
     # mu(s, z) is the vector field's MLP without the time input, as in the reference.
-    onestep = networks.MLP(tuple(cfg.actor_hidden_dims), cfg.chunk_dim, cfg.actor_layer_norm)
-    critic = networks.critic_module(cfg.critic_hidden_dims, cfg.critic_layer_norm)
-    return field, onestep, critic
+    onestep = networks.MLP(
+        tuple(cfg.actor_hidden_dims), cfg.chunk_dim, cfg.actor_layer_norm, cfg.compute_dtype
+    )
+    return cfg.field_module(), onestep, cfg.critic_module()
 
 
 def _onestep(module, params, obs, noise):

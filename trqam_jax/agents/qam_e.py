@@ -40,7 +40,7 @@ def _edit_module(cfg: AgentConfig) -> networks.MLP:
     GELU hidden layers and one linear output split in two equal the reference's MLP with an
     activated last hidden layer and two linear heads.
     """
-    return networks.MLP(tuple(cfg.actor_hidden_dims), 2 * cfg.chunk_dim, layer_norm=False)
+    return networks.MLP(tuple(cfg.actor_hidden_dims), 2 * cfg.chunk_dim, False, cfg.compute_dtype)
 
 
 def edit_distribution(cfg: AgentConfig, edit_params, obs, flow_actions):
@@ -90,7 +90,7 @@ def edit_loss(cfg: AgentConfig, train, params, hparams, obs, key):
     noise = jax.random.normal(noise_key, (obs.shape[0], cfg.chunk_dim))
     flow_actions = sample_field(cfg, params["fine"], obs, noise)
     actions, log_prob = _edited(cfg, train["edit"], hparams, obs, flow_actions, edit_key)
-    critic = networks.critic_module(cfg.critic_hidden_dims, cfg.critic_layer_norm)
+    critic = cfg.critic_module()
     q = jnp.mean(networks.apply_critic_ensemble(critic, params["critic"], obs, actions), axis=0)
     alpha = jnp.exp(train["edit_log_alpha"])
     entropy = -jnp.mean(jax.lax.stop_gradient(log_prob))

@@ -1,0 +1,72 @@
+"""What every benchmark result records: the device, the software versions, and where it goes."""
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+
+import jax
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def device_info() -> dict:
+    """The JAX backend and its device, the host CPU and the load other processes put on it."""
+    device = jax.devices()[0]
+    info = {
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "num_devices": jax.device_count(),
+        "host_cpu": platform.processor() or platform.machine(),
+        "host_cpus_usable": len(os.sched_getaffinity(0)),
+        # Other processes move CPU numbers a lot on a shared machine: record how busy it was.
+        "load_average_1min": os.getloadavg()[0],
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["host_cpu"] = names[0]
+    except OSError:
+        pass
+    return info
+
+
+def versions() -> dict:
+    """Installed versions of the packages a timing depends on (None where absent)."""
+    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "mujoco", "ogbench", "gymnasium")
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_label(info: dict) -> str:
+    """A file-name label: "cpu", or the accelerator's kind ("nvidia_h100_80gb_hbm3")."""
+    if info["platform"] == "cpu":
+        return "cpu"
+    return "".join(c if c.isalnum() else "_" for c in info["device_kind"].lower())
+
+
+def write_result(name: str, record: dict, out: str | None = None) -> str:
+    """Write `record` (plus device, versions and date) to `out` or results/<name>_<device>.json.
+
+    Returns the path written.
+    """
+    info = device_info()
+    record = dict(
+        record,
+        device=info,
+        versions=versions(),
+        date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    path = out or os.path.join(RESULTS_DIR, f"{name}_{device_label(info)}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    return path

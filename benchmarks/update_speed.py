@@ -1,0 +1,214 @@
+"""Throughput of the compiled training step over vmapped seeds, against the device's peak.
+
+    python -m benchmarks.update_speed                     # small and paper presets, S = 1, 2, 4, 8
+    python -m benchmarks.update_speed --compute_dtype=bfloat16
+    python -m benchmarks.update_speed --sizes=small --seeds=1,2 --calls=3    # a quick look
+
+For each preset (paper: obs 37, action 5, H = 5, 4x512 networks, 10 critics, B = 256, K = 10;
+small: 2x64, 3 critics, B = 64) and each number of seeds S, the program the launcher runs
+(`train.make_train_call`: S vmapped TRQAM agents, `steps_per_call` updates in a `lax.scan`,
+batches drawn on the device from a synthetic dataset; sharded over the local devices when S
+divides among them) is compiled and timed. Reported per row:
+- GFLOP per update from XLA's cost analysis of one update with the flow loops unrolled (XLA
+  counts a scan body once, so the scanned program under-reports);
+- compile seconds, ms per call and per update, updates/s per seed and in aggregate;
+- achieved TFLOP/s, and utilisation of the device's dense peak (`PEAK_TFLOPS`) at fp32, tf32
+  and bf16 (a CPU reports GFLOP/s only);
+- the share of the training loop's wall time spent outside compiled calls: the launcher's
+  `run_stage` runs `calls` calls with a metrics record written after every call (the paper
+  protocol logs every 5th); the time of its final checkpoint save is measured and excluded.
+Results go to benchmarks/results/update_speed_<device>[_bf16].json.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+# run_stage's progress bar would fill the log; tqdm reads this when it is first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from benchmarks.common import device_info, write_result
+from benchmarks.presets import ACTION_DIM, HORIZON, OBS_DIM, agent_config, compile_update
+from configs.agent_defaults import adjoint_matching_defaults
+from configs.run_defaults import run_config
+from experiments.run import Stage, StaticData, run_stage
+from trqam_jax import checkpoint, train
+from trqam_jax.agents import trqam
+
+flags.DEFINE_list("sizes", ["small", "paper"], "Presets to measure: small, paper.")
+flags.DEFINE_list("seeds", ["1", "2", "4", "8"], "Numbers of vmapped seeds S.")
+flags.DEFINE_integer("steps_per_call", 20, "Updates per compiled call (lax.scan length).")
+flags.DEFINE_integer("calls", 5, "Timed calls per row (after one warm-up call).")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Matmul dtype.")
+flags.DEFINE_string("out", "", "JSON path (default benchmarks/results/update_speed_DEVICE.json).")
+FLAGS = flags.FLAGS
+
+# Dense peak TFLOP/s from NVIDIA's datasheets (H100 SXM5 and H200 SXM share theirs), looked up by
+# a substring of jax's `device_kind`; the first match wins.
+PEAK_TFLOPS = (
+    ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0}),
+    ("H100", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+    ("H200", {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
+)
+DATASET_ROWS = 10_000
+EPISODE_LENGTH = 1_000
+
+
+def peak_tflops(device_kind: str) -> dict | None:
+    """The device's dense peaks {"fp32", "tf32", "bf16"} in TFLOP/s, or None if not tabled."""
+    return next((peaks for name, peaks in PEAK_TFLOPS if name in device_kind), None)
+
+
+def synthetic_dataset(key) -> dict:
+    """Flat transitions of the benchmark shapes (data/sampler.py layout), episodes of 1000."""
+    obs_key, action_key, reward_key = jax.random.split(key, 3)
+    obs = jax.random.normal(obs_key, (DATASET_ROWS, OBS_DIM))
+    ends = (jnp.arange(DATASET_ROWS) % EPISODE_LENGTH == EPISODE_LENGTH - 1).astype(jnp.float32)
+    return {
+        "observations": obs,
+        "actions": jnp.tanh(jax.random.normal(action_key, (DATASET_ROWS, ACTION_DIM))),
+        "rewards": jax.random.uniform(reward_key, (DATASET_ROWS,)),
+        "terminals": ends,
+        "masks": jnp.ones(DATASET_ROWS),
+        "next_observations": jnp.roll(obs, -1, axis=0),
+    }
+
+
+def _placement(num_seeds: int):
+    """(put_rows, put_replicated, sharded?): shard over the devices when S divides among them."""
+    if num_seeds % jax.local_device_count() == 0:
+        mesh = train.make_mesh(num_seeds)
+        return (lambda t: train.shard_rows(t, mesh)), (lambda t: train.replicate(t, mesh)), True
+    device = jax.local_devices()[0]
+    put = lambda t: jax.device_put(t, device)
+    return put, put, False
+
+
+def _loop_share(config, states, data, size, num_seeds, steps, calls) -> dict:
+    """Wall time of the launcher's `run_stage` for `calls` calls against the compiled time."""
+    run = run_config(adjoint_matching_defaults("trqam"), None)
+    run.agent = config
+    run.steps_per_call = run.log_interval = steps
+    run.save_interval = run.shard_interval = steps * calls
+    seeds = np.arange(num_seeds)
+    budgets = np.full(num_seeds, config.kl_budget, np.float32)
+    with tempfile.TemporaryDirectory() as out:
+        stage = Stage("offline", trqam, run, out, num_seeds)
+        start = time.perf_counter()
+        data_source = StaticData(data, size)
+        key = jax.random.PRNGKey(3)
+        states, _ = run_stage(stage, states, steps * calls, data_source, key, None, seeds, budgets)
+        loop_s = time.perf_counter() - start
+        start = time.perf_counter()
+        checkpoint.save(stage.ckpt, steps * calls + 1, states)
+        checkpoint_s = time.perf_counter() - start
+    return {"loop_s": loop_s, "final_checkpoint_s": checkpoint_s}
+
+
+def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: str) -> dict:
+    """Compile and time one preset with `num_seeds` vmapped seeds."""
+    config = agent_config(size, compute_dtype=compute_dtype)
+    _, _, gflop, _ = compile_update(agent_config(size, config.flow_steps, compute_dtype))
+    put_rows, put_replicated, sharded = _placement(num_seeds)
+    example = (jnp.zeros(OBS_DIM), jnp.zeros((HORIZON, ACTION_DIM)))
+    states = put_rows(train.init_rows(trqam, config, jax.random.PRNGKey(0), num_seeds, *example))
+    data = put_replicated(synthetic_dataset(jax.random.PRNGKey(1)))
+    size_arg = jnp.int32(DATASET_ROWS)
+    call = train.make_train_call(
+        trqam.update, config.batch_size, config.horizon, config.discount, steps
+    )
+    seeds = np.arange(num_seeds)
+    keys = [train.call_keys(jax.random.PRNGKey(2), seeds, i) for i in range(calls + 1)]
+    start = time.perf_counter()
+    call.lower(states, data, size_arg, keys[0]).compile()
+    compile_s = time.perf_counter() - start
+    states, summary = call(states, data, size_arg, keys[0])  # warm-up (and jit's own cache)
+    jax.block_until_ready((states, summary))
+    times = []
+    for key in keys[1:]:
+        start = time.perf_counter()
+        states, summary = call(states, data, size_arg, key)
+        jax.block_until_ready((states, summary))
+        times.append(time.perf_counter() - start)
+    assert np.all(np.isfinite(np.asarray(summary["critic_loss"]))), "non-finite losses"
+    call_s = float(np.median(times))
+    loop = _loop_share(config, states, data, size_arg, num_seeds, steps, calls)
+    compiled_s = calls * call_s
+    timed_loop_s = loop["loop_s"] - loop["final_checkpoint_s"]
+    updates_per_s = steps / call_s
+    row = {
+        "size": size,
+        "seeds": num_seeds,
+        "sharded_over_devices": sharded,
+        "compute_dtype": compute_dtype,
+        "steps_per_call": steps,
+        "gflop_per_update": round(gflop, 3),
+        "compile_s": round(compile_s, 2),
+        "ms_per_call": round(1e3 * call_s, 2),
+        "ms_per_update": round(1e3 * call_s / steps, 3),
+        "updates_per_s_per_seed": round(updates_per_s, 2),
+        "updates_per_s_aggregate": round(updates_per_s * num_seeds, 2),
+        "achieved_tflops": round(gflop * updates_per_s * num_seeds / 1e3, 4),
+        "loop_s": round(loop["loop_s"], 3),
+        "final_checkpoint_s": round(loop["final_checkpoint_s"], 3),
+        "outside_compiled_share": round(max(timed_loop_s - compiled_s, 0.0) / timed_loop_s, 4),
+    }
+    peaks = peak_tflops(jax.devices()[0].device_kind)
+    if peaks:
+        row["utilisation"] = {
+            name: round(row["achieved_tflops"] / peak, 4) for name, peak in peaks.items()
+        }
+    return row
+
+
+def print_table(rows) -> None:
+    print(
+        f"{'size':>6} {'S':>3} {'GFLOP/upd':>10} {'compile s':>10} {'ms/upd':>8} {'upd/s/seed':>11}"
+        f" {'upd/s all':>10} {'TFLOP/s':>8} {'util':>18} {'outside':>8}"
+    )
+    for r in rows:
+        # fp32 matmuls run as tf32 on these GPUs under JAX's default precision.
+        precision = "tf32" if r["compute_dtype"] == "float32" else "bf16"
+        util = f"{r['utilisation'][precision]:.1%} {precision}" if "utilisation" in r else "-"
+        print(
+            f"{r['size']:>6} {r['seeds']:>3} {r['gflop_per_update']:>10.2f} {r['compile_s']:>10.1f}"
+            f" {r['ms_per_update']:>8.2f} {r['updates_per_s_per_seed']:>11.1f}"
+            f" {r['updates_per_s_aggregate']:>10.1f} {r['achieved_tflops']:>8.3f} {util:>18}"
+            f" {r['outside_compiled_share']:>8.1%}"
+        )
+
+
+def main(_):
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    info = device_info()
+    print(f"device: {info['device_kind']} ({info['platform']}) x {info['num_devices']}")
+    rows = []
+    for size in FLAGS.sizes:
+        for num_seeds in map(int, FLAGS.seeds):
+            rows.append(
+                measure(size, num_seeds, FLAGS.steps_per_call, FLAGS.calls, FLAGS.compute_dtype)
+            )
+            print_table(rows[-1:])
+    print()
+    print_table(rows)
+    suffix = "_bf16" if FLAGS.compute_dtype == "bfloat16" else ""
+    record = {
+        "benchmark": "update_speed",
+        "label": f"{info['platform'].upper()} results",
+        "command": "python -m benchmarks.update_speed " + " ".join(sys.argv[1:]),
+        "peak_tflops": peak_tflops(info["device_kind"]),
+        "rows": rows,
+    }
+    name = "update_speed" + suffix
+    print(f"wrote {write_result(name, record, FLAGS.out or None)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
