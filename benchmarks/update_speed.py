@@ -12,14 +12,15 @@ divides among them) is compiled and timed. Reported per row:
 - GFLOP per update from XLA's cost analysis of one update with the flow loops unrolled (XLA
   counts a scan body once, so the scanned program under-reports);
 - compile seconds, ms per call and per update, updates/s per seed and in aggregate;
-- achieved TFLOP/s, and utilisation of the device's dense peak (`PEAK_TFLOPS`) at fp32, tf32
+- achieved GFLOP/s, and utilisation of the device's dense peak (`PEAK_TFLOPS`) at fp32, tf32
   and bf16 (a CPU reports GFLOP/s only);
 - the share of the training loop's wall time spent outside compiled calls: the launcher's
   `run_stage` runs `calls` calls with a metrics record written after every call (the paper
   protocol logs every 5th); the time of its final checkpoint save is measured and excluded.
-Results go to benchmarks/results/update_speed_<device>[_bf16].json.
+Results go to benchmarks/results/update_speed_<sizes>_<device>[_bf16].json.
 """
 
+import functools
 import os
 import sys
 import tempfile
@@ -46,7 +47,7 @@ flags.DEFINE_list("seeds", ["1", "2", "4", "8"], "Numbers of vmapped seeds S.")
 flags.DEFINE_integer("steps_per_call", 20, "Updates per compiled call (lax.scan length).")
 flags.DEFINE_integer("calls", 5, "Timed calls per row (after one warm-up call).")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Matmul dtype.")
-flags.DEFINE_string("out", "", "JSON path (default benchmarks/results/update_speed_DEVICE.json).")
+flags.DEFINE_string("out", "", "JSON path (default benchmarks/results/update_speed_SIZES_DEVICE).")
 FLAGS = flags.FLAGS
 
 # Dense peak TFLOP/s from NVIDIA's datasheets (H100 SXM5 and H200 SXM share theirs), looked up by
@@ -112,10 +113,17 @@ def _loop_share(config, states, data, size, num_seeds, steps, calls) -> dict:
     return {"loop_s": loop_s, "final_checkpoint_s": checkpoint_s}
 
 
+@functools.cache
+def true_gflop_per_update(size: str, compute_dtype: str) -> float:
+    """XLA's FLOP count of one update with the flow loops unrolled (the true count)."""
+    flow_steps = agent_config(size).flow_steps
+    return compile_update(agent_config(size, flow_steps, compute_dtype))[2]
+
+
 def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: str) -> dict:
     """Compile and time one preset with `num_seeds` vmapped seeds."""
     config = agent_config(size, compute_dtype=compute_dtype)
-    _, _, gflop, _ = compile_update(agent_config(size, config.flow_steps, compute_dtype))
+    gflop = true_gflop_per_update(size, compute_dtype)
     put_rows, put_replicated, sharded = _placement(num_seeds)
     example = (jnp.zeros(OBS_DIM), jnp.zeros((HORIZON, ACTION_DIM)))
     states = put_rows(train.init_rows(trqam, config, jax.random.PRNGKey(0), num_seeds, *example))
@@ -155,7 +163,8 @@ def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: st
         "ms_per_update": round(1e3 * call_s / steps, 3),
         "updates_per_s_per_seed": round(updates_per_s, 2),
         "updates_per_s_aggregate": round(updates_per_s * num_seeds, 2),
-        "achieved_tflops": round(gflop * updates_per_s * num_seeds / 1e3, 4),
+        "achieved_gflops": round(gflop * updates_per_s * num_seeds, 2),
+        "compiled_s": round(compiled_s, 3),
         "loop_s": round(loop["loop_s"], 3),
         "final_checkpoint_s": round(loop["final_checkpoint_s"], 3),
         "outside_compiled_share": round(max(timed_loop_s - compiled_s, 0.0) / timed_loop_s, 4),
@@ -163,7 +172,7 @@ def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: st
     peaks = peak_tflops(jax.devices()[0].device_kind)
     if peaks:
         row["utilisation"] = {
-            name: round(row["achieved_tflops"] / peak, 4) for name, peak in peaks.items()
+            name: round(row["achieved_gflops"] / (1e3 * peak), 4) for name, peak in peaks.items()
         }
     return row
 
@@ -171,7 +180,7 @@ def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: st
 def print_table(rows) -> None:
     print(
         f"{'size':>6} {'S':>3} {'GFLOP/upd':>10} {'compile s':>10} {'ms/upd':>8} {'upd/s/seed':>11}"
-        f" {'upd/s all':>10} {'TFLOP/s':>8} {'util':>18} {'outside':>8}"
+        f" {'upd/s all':>10} {'GFLOP/s':>9} {'util':>11} {'outside':>8}"
     )
     for r in rows:
         # fp32 matmuls run as tf32 on these GPUs under JAX's default precision.
@@ -180,7 +189,7 @@ def print_table(rows) -> None:
         print(
             f"{r['size']:>6} {r['seeds']:>3} {r['gflop_per_update']:>10.2f} {r['compile_s']:>10.1f}"
             f" {r['ms_per_update']:>8.2f} {r['updates_per_s_per_seed']:>11.1f}"
-            f" {r['updates_per_s_aggregate']:>10.1f} {r['achieved_tflops']:>8.3f} {util:>18}"
+            f" {r['updates_per_s_aggregate']:>10.1f} {r['achieved_gflops']:>9.1f} {util:>11}"
             f" {r['outside_compiled_share']:>8.1%}"
         )
 
@@ -206,7 +215,7 @@ def main(_):
         "peak_tflops": peak_tflops(info["device_kind"]),
         "rows": rows,
     }
-    name = "update_speed" + suffix
+    name = "_".join(["update_speed", *FLAGS.sizes]) + suffix
     print(f"wrote {write_result(name, record, FLAGS.out or None)}")
 
 

@@ -154,23 +154,37 @@ def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, b
     states, step = stage.resume(states)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
+    metrics_path = os.path.join(stage.out, "train_metrics.jsonl")
+    pending = []  # (record, summary) of calls whose metrics are not yet on the host
+
+    def write_pending():
+        for record, summary in pending:
+            run_dir.append_rows(metrics_path, train.to_host(summary), record, seeds, budgets)
+        pending.clear()
+
     while step < total:
         keys = train.call_keys(key, seeds, step // config.steps_per_call)
         states, summary = stage.call(states, *data.current, keys)
+        # The previous call's metrics are fetched while this call runs, so the device does not
+        # wait for the host's logging.
+        write_pending()
         step += config.steps_per_call
         bar.update(config.steps_per_call)
         record = {"step": step, "stage": stage.name}
         if step % config.log_interval == 0:
-            values = train.to_host(summary)
-            run_dir.append_rows(
-                os.path.join(stage.out, "train_metrics.jsonl"), values, record, seeds, budgets
-            )
-        if evaluate_fn is not None and (step % config.eval_interval == 0 or step == total):
+            pending.append((record, summary))
+        evaluate_now = evaluate_fn is not None and (
+            step % config.eval_interval == 0 or step == total
+        )
+        save_now = step % config.save_interval == 0 or step == total
+        if evaluate_now or save_now:
+            write_pending()  # a checkpoint never gets ahead of the metrics logged before it
+        if evaluate_now:
             results = evaluate_fn(states)
             run_dir.append_rows(
                 os.path.join(stage.out, "eval.jsonl"), results, record, seeds, budgets
             )
-        if step % config.save_interval == 0 or step == total:
+        if save_now:
             checkpoint.save(stage.ckpt, step, states)
         if step % config.shard_interval == 0:
             data.advance()
@@ -179,6 +193,7 @@ def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, b
         if results is not None:
             postfix["success"] = f"{np.mean(results['success']):.2f}"
         bar.set_postfix(postfix)
+    write_pending()
     bar.close()
     return states, results
 

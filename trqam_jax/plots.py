@@ -179,54 +179,54 @@ def _series_panels(
     return out_path
 
 
-def plot_dual(runs: Sequence[results.Run], out_dir: str) -> list[str]:
-    """Per row with a trust region: kl_ema against its budget ε, and λ, over training."""
-    kl = results.train_series(runs, "kl_ema")
-    lam = results.train_series(runs, "lambda")
+def _per_label_panels(runs, out_dir, prefix, ylabels, title, **panel_kwargs) -> list[str]:
+    """One figure per row label with a panel per metric of `ylabels` ({metric: y label}).
+
+    `title` is formatted with the label; `panel_kwargs` go to `_series_panels`.
+    """
+    series = {key: results.train_series(runs, key) for key in ylabels}
     bounds = sorted({r.offline_end for r in runs if r.offline_end > 0})
     paths = []
-    for label in sorted({s["label"] for s in kl + lam}):
-        p = os.path.join(out_dir, f"dual_{_safe(label)}.png")
+    for label in sorted({s["label"] for values in series.values() for s in values}):
+        path = os.path.join(out_dir, f"{prefix}_{_safe(label)}.png")
         _series_panels(
-            {
-                "kl_ema": [s for s in kl if s["label"] == label],
-                "lambda": [s for s in lam if s["label"] == label],
-            },
-            f"{label}: trust region over training (one line per task x seed; kl_ema should"
-            " settle at or below the dashed budget ε, λ rises while it is exceeded)",
-            {"kl_ema": "kl_ema (nats per action, D̂/H)", "lambda": "λ (dual variable, unitless)"},
-            p,
-            scale={"lambda": "log"},
-            budget_key="kl_ema",
+            {key: [s for s in values if s["label"] == label] for key, values in series.items()},
+            title.format(label=label),
+            ylabels,
+            path,
             boundaries=bounds,
+            **panel_kwargs,
         )
-        paths.append(p)
+        paths.append(path)
     return paths
+
+
+def plot_dual(runs: Sequence[results.Run], out_dir: str) -> list[str]:
+    """Per row with a trust region: kl_ema against its budget ε, and λ, over training."""
+    return _per_label_panels(
+        runs,
+        out_dir,
+        "dual",
+        {"kl_ema": "kl_ema (nats per action, D̂/H)", "lambda": "λ (dual variable, unitless)"},
+        "{label}: trust region over training (one line per task x seed; kl_ema should"
+        " settle at or below the dashed budget ε, λ rises while it is exceeded)",
+        scale={"lambda": "log"},
+        budget_key="kl_ema",
+    )
 
 
 def plot_critic(runs: Sequence[results.Run], out_dir: str) -> list[str]:
     """Per row: critic loss and Q scale (q_mean) over training; a collapse shows as a blow-up."""
-    loss = results.train_series(runs, "critic_loss")
-    q = results.train_series(runs, "q_mean")
-    bounds = sorted({r.offline_end for r in runs if r.offline_end > 0})
-    paths = []
-    for label in sorted({s["label"] for s in loss + q}):
-        p = os.path.join(out_dir, f"critic_{_safe(label)}.png")
-        _series_panels(
-            {
-                "critic_loss": [s for s in loss if s["label"] == label],
-                "q_mean": [s for s in q if s["label"] == label],
-            },
-            f"{label}: critic health (one line per task x seed; log / symmetric-log scales; a"
-            " collapse shows as a loss blow-up, Q running away from the reward scale, or a red"
-            " X where values become NaN/inf)",
-            {
-                "critic_loss": "critic TD loss (squared return units)",
-                "q_mean": "mean Q on the batch (return units)",
-            },
-            p,
-            scale={"critic_loss": "log", "q_mean": "symlog"},
-            boundaries=bounds,
-        )
-        paths.append(p)
-    return paths
+    return _per_label_panels(
+        runs,
+        out_dir,
+        "critic",
+        {
+            "critic_loss": "critic TD loss (squared return units)",
+            "q_mean": "mean Q on the batch (return units)",
+        },
+        "{label}: critic health (one line per task x seed; log / symmetric-log scales; a"
+        " collapse shows as a loss blow-up, Q running away from the reward scale, or a red"
+        " X where values become NaN/inf)",
+        scale={"critic_loss": "log", "q_mean": "symlog"},
+    )
