@@ -152,6 +152,7 @@ def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, b
     """
     config = stage.config
     states, step = stage.resume(states)
+    data.seek(step // config.shard_interval)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
     metrics_path = os.path.join(stage.out, "train_metrics.jsonl")
@@ -205,6 +206,9 @@ class StaticData:
         self.current = (data, size)
 
     def advance(self):
+        return self.current
+
+    def seek(self, _index):
         return self.current
 
 

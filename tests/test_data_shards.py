@@ -68,6 +68,24 @@ def test_rotation_order_padding_and_background_loading():
     assert all(name.startswith("shards") for _, name in loader.calls[1:])
 
 
+def test_seek_resumes_the_rotation_where_an_uninterrupted_one_would_be():
+    sizes = [30, 42, 25, 17]
+    paths = [f"shard-{i}" for i in range(4)]
+    with shards.ShardRotator(paths, RecordingLoader(sizes), rows=42) as straight:
+        for _ in range(6):  # shards 1, 2, 3, 0, 1, 2
+            straight.advance()
+        expected = [straight.index] + [straight.advance() and straight.index for _ in range(3)]
+    with shards.ShardRotator(paths, RecordingLoader(sizes), rows=42) as resumed:
+        data, size = resumed.seek(6)  # step // shard_interval of a resumed stage
+        assert resumed.index == 2 and int(size) == 25
+        np.testing.assert_array_equal(data["observations"][:25, 0], 2)
+        seen = [resumed.index] + [resumed.advance() and resumed.index for _ in range(3)]
+        resumed.seek(3)
+        assert resumed.index == 3
+        assert resumed.seek(3)[0] is resumed.current[0]  # already there: nothing reloaded
+    assert seen == expected == [2, 3, 0, 1]
+
+
 def test_host_prefetch_mode_gives_the_same_data():
     sizes = [12, 20]
     paths = [f"shard-{i}" for i in range(2)]

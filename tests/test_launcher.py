@@ -78,6 +78,20 @@ def test_interrupted_and_resumed_run_equals_straight_run(tiny_dataset_dir, tmp_p
         np.testing.assert_allclose(ra["critic_loss"], rb["critic_loss"], rtol=1e-4)
 
 
+def test_resumed_run_trains_on_the_same_shards(tiny_shard_dir, tmp_path):
+    """With three shards rotated every 10 steps, a run resumed at step 20 continues on shard 2."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    shard_config = dict(shard_interval=10, save_interval=20)
+    launcher.run(tiny_run_config(tiny_shard_dir, straight, offline_steps=40, **shard_config))
+    launcher.run(tiny_run_config(tiny_shard_dir, resumed, offline_steps=20, **shard_config))
+    launcher.run(tiny_run_config(tiny_shard_dir, resumed, offline_steps=40, **shard_config))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        final_params(straight)[1],
+        final_params(resumed)[1],
+    )
+
+
 def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_path):
     config = tiny_run_config(
         tiny_dataset_dir, tmp_path, kl_budgets=(0.5, 4.0), eval_episodes=1, offline_steps=20

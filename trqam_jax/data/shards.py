@@ -161,6 +161,24 @@ class ShardRotator:
         self._pending = self._schedule(self.index + 1)
         return self.current
 
+    def seek(self, index: int):
+        """Make shard `index % len(paths)` current (loaded now) and prepare the one after it.
+
+        The launcher seeks to `step // shard_interval` when a stage starts, so the shard a step
+        trains on depends only on the stage and the step: a resumed run sees the shards an
+        uninterrupted one did. Returns (data, size) of the new current shard.
+        """
+        index %= len(self.paths)
+        if index == self.index:
+            return self.current
+        if self._pending is not None:
+            self._pending.result()  # one background load at a time
+        self.data = self.size = None
+        self.data, self.size = self._to_device(self._load_fn(self.paths[index]))
+        self.index = index
+        self._pending = self._schedule(index + 1)
+        return self.current
+
     def close(self) -> None:
         """Stop the background thread (a pending load is finished first)."""
         self._executor.shutdown(wait=True)
