@@ -101,7 +101,7 @@ def _loop_share(config, states, data, size, num_seeds, steps, calls) -> dict:
     seeds = np.arange(num_seeds)
     budgets = np.full(num_seeds, config.kl_budget, np.float32)
     with tempfile.TemporaryDirectory() as out:
-        stage = Stage("offline", trqam, run, out, num_seeds)
+        stage = Stage("offline", trqam, run, out)
         start = time.perf_counter()
         data_source = StaticData(data, size)
         key = jax.random.PRNGKey(3)
@@ -126,7 +126,9 @@ def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: st
     gflop = true_gflop_per_update(size, compute_dtype)
     put_rows, put_replicated, sharded = _placement(num_seeds)
     example = (jnp.zeros(OBS_DIM), jnp.zeros((HORIZON, ACTION_DIM)))
-    states = put_rows(train.init_rows(trqam, config, jax.random.PRNGKey(0), num_seeds, *example))
+    states = put_rows(
+        train.init_rows(trqam, config, jax.random.PRNGKey(0), range(num_seeds), *example)
+    )
     data = put_replicated(synthetic_dataset(jax.random.PRNGKey(1)))
     size_arg = jnp.int32(DATASET_ROWS)
     call = train.make_train_call(

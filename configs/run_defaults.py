@@ -30,6 +30,11 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.seed = 0
     config.seeds = 8
     config.kl_budgets = ()  # e.g. (0.5, 1.0, 2.0); empty = agent.kl_budget only
+    # Split the rows over several launchers (e.g. one per host): this one runs equal block
+    # `rows_part` of `rows_parts` and writes to <run_dir>/part<rows_part>; together the parts
+    # equal the sweep run in one piece.
+    config.rows_part = 0
+    config.rows_parts = 1
     # Stages (gradient steps); BC pretraining can be skipped by loading `init_from`.
     config.bc_steps = 300_000
     config.offline_steps = 1_000_000

@@ -33,7 +33,7 @@ from trqam_jax.agents import get_agent
 from trqam_jax.agents import trqam as bc_agent
 from trqam_jax.data.datasets import DataError, load_offline_data, resolve_data_dir
 from trqam_jax.data.shards import ShardRotator, shard_loader
-from trqam_jax.evaluation import evaluate, make_eval_envs
+from trqam_jax.evaluation import default_reset_seeds, evaluate, make_eval_envs
 from trqam_jax.online import run_online
 
 config_flags.DEFINE_config_file(
@@ -116,8 +116,8 @@ def load_data(config):
 class Stage:
     """One training stage: its compiled call, checkpoints and the part of the logs it owns."""
 
-    def __init__(self, name, agent, config, out, rows):
-        self.name, self.agent, self.config, self.out, self.rows = name, agent, config, out, rows
+    def __init__(self, name, agent, config, out):
+        self.name, self.agent, self.config, self.out = name, agent, config, out
         self.ckpt = checkpoint.manager(os.path.join(out, "checkpoints", name))
         agent_cfg = config.agent
         self.call = train.make_train_call(
@@ -212,18 +212,24 @@ class StaticData:
         return self.current
 
 
-def make_evaluator(config, envs, act, key):
-    """`states -> per-row results`: batched lockstep episodes, one policy call per chunk."""
+def make_evaluator(config, envs, act, key, row_ids, total_rows: int):
+    """`states -> per-row results`: batched lockstep episodes, one policy call per chunk.
+
+    Reset seeds are those of the rows' global ids in a sweep of `total_rows`, so a part of a
+    split sweep evaluates its rows on the same episodes as the whole sweep would.
+    """
     policy = jax.jit(jax.vmap(act, in_axes=(0, 0, None)))
+    episodes = config.eval_episodes
+    reset_seeds = default_reset_seeds(total_rows, episodes, config.seed)[row_ids]
 
     def run(states):
         result = evaluate(
             envs,
             lambda obs, k: np.asarray(policy(states, jnp.asarray(obs), k)),
             key,
-            num_seeds=jax.tree.leaves(states)[0].shape[0],
-            episodes_per_seed=config.eval_episodes,
-            base_seed=config.seed,
+            num_seeds=len(row_ids),
+            episodes_per_seed=episodes,
+            reset_seeds=reset_seeds,
         )
         return result.per_seed()
 
@@ -233,15 +239,15 @@ def make_evaluator(config, envs, act, key):
 def pretrained_base(config, context, key):
     """The BC-pretrained base field of every row: loaded (`init_from`), trained, or None."""
     if config.init_from:
-        return checkpoint.load_base_params(config.init_from, context["rows"])
+        return checkpoint.load_base_params(config.init_from, context["row_ids"])
     if not config.bc_steps:
         return None
     bc_config = copy.deepcopy(config)
     bc_config.agent.bc_only = True
-    stage = Stage("bc", bc_agent, bc_config, context["out"], context["rows"])
+    stage = Stage("bc", bc_agent, bc_config, context["out"])
     init_key, train_key = jax.random.split(key)
     states = train.init_rows(
-        bc_agent, bc_config.agent, init_key, context["rows"], *context["examples"]
+        bc_agent, bc_config.agent, init_key, context["row_ids"], *context["examples"]
     )
     states, _ = run_stage(
         stage,
@@ -259,8 +265,8 @@ def pretrained_base(config, context, key):
 def initial_states(config, agent, context, key):
     """Fine-tuning states of every row, with each row's budget and the pretrained base."""
     init_key, bc_key = jax.random.split(key)
-    rows = context["rows"]
-    states = train.init_rows(agent, config.agent, init_key, rows, *context["examples"])
+    row_ids = context["row_ids"]
+    states = train.init_rows(agent, config.agent, init_key, row_ids, *context["examples"])
     if "kl_budget" in states.hparams:
         budgets = jnp.asarray(context["budgets"])
         states = states.replace(hparams=dict(states.hparams, kl_budget=budgets))
@@ -330,25 +336,40 @@ def run(config) -> dict:
     """Run every stage of `config`; returns the summary also written to summary.json."""
     check_config(config)
     agent = get_agent(config.agent.agent_name)
-    budgets = train.row_budgets(config.kl_budgets, config.agent.kl_budget, config.seeds)
-    rows = len(budgets)
-    seeds = train.row_seeds(rows, config.seeds)
+    if jax.process_count() > 1 and config.rows_parts == 1:
+        # Multi-host (jax.distributed): each process runs its own block of independent rows.
+        config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
+    all_budgets = train.row_budgets(config.kl_budgets, config.agent.kl_budget, config.seeds)
+    row_ids = train.part_rows(len(all_budgets), config.rows_part, config.rows_parts)
+    budgets = all_budgets[row_ids]
+    seeds = train.row_seeds(len(all_budgets), config.seeds)[row_ids]
+    rows = len(row_ids)
     mesh = train.make_mesh(rows)  # fails early if rows do not divide among devices
     out = config.run_dir or os.path.join(
         "runs", f"{config.agent.agent_name}-{config.domain}-task{config.task}"
     )
+    if config.rows_parts > 1:
+        out = os.path.join(out, f"part{config.rows_part}")
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
 
     data = load_data(config)
     label = data.provenance["data_source"]
     print(f"Data: {data.provenance['dataset_name']} ({label.upper()}), run directory {out}")
-    run_dir.write_json(os.path.join(out, "config.json"), config.to_dict())
+    # env_name is derived, but tools reading the run directory rely on it (docs/run_directory.md).
+    run_dir.write_json(
+        os.path.join(out, "config.json"), dict(config.to_dict(), env_name=env_name_of(config))
+    )
     provenance = dict(
         data.provenance,
         versions=run_dir.versions(),
         devices=[str(d) for d in jax.devices()],
-        rows={"seeds": config.seeds, "kl_budgets": budgets.tolist()},
+        rows={
+            "seeds": config.seeds,
+            "kl_budgets": budgets.tolist(),
+            "row_ids": row_ids.tolist(),
+            "part": f"{config.rows_part} of {config.rows_parts}",
+        },
     )
     run_dir.write_json(os.path.join(out, "provenance.json"), provenance)
 
@@ -359,9 +380,9 @@ def run(config) -> dict:
     else:
         size = jnp.int32(len(data.train["rewards"]))
         source = StaticData(train.replicate(data.train, mesh), size)
-    stage = Stage("offline", agent, config, out, rows)
+    stage = Stage("offline", agent, config, out)
     context = {
-        "rows": rows,
+        "row_ids": row_ids,
         "seeds": seeds,
         "budgets": budgets,
         "mesh": mesh,
@@ -378,7 +399,7 @@ def run(config) -> dict:
     evaluate_fn = None
     if config.eval_episodes:
         envs = make_eval_envs(env_name_of(config), rows * min(config.eval_episodes, 10))
-        evaluate_fn = make_evaluator(config, envs, agent.act, eval_key)
+        evaluate_fn = make_evaluator(config, envs, agent.act, eval_key, row_ids, len(all_budgets))
     states, final = run_stage(
         stage, states, config.offline_steps, source, train_key, evaluate_fn, seeds, budgets
     )

@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs.trqam import get_config
+from experiments import report
 from experiments import run as launcher
 from trqam_jax import checkpoint
 
@@ -108,13 +109,48 @@ def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_pa
     assert provenance["data_source"] == "generated"
 
 
+def test_a_sweep_split_into_parts_equals_the_sweep_in_one_piece(tiny_dataset_dir, tmp_path):
+    """Two launchers running rows_part 0 and 1 of 2 together reproduce the whole sweep."""
+    common = dict(kl_budgets=(0.5, 4.0), bc_steps=10, offline_steps=10, eval_episodes=1)
+    whole = launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path / "whole", **common))
+    split = dict(common, rows_parts=2)
+    parts = [
+        launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path / "split", rows_part=p, **split))
+        for p in (0, 1)
+    ]
+    assert [row for part in parts for row in part["kl_budgets"]] == whole["kl_budgets"]
+    assert [row for part in parts for row in part["seeds"]] == whole["seeds"]
+    assert [s for part in parts for s in part["final_return"]] == whole["final_return"]
+    whole_params = final_params(tmp_path / "whole")[1]
+    for p in (0, 1):
+        part_params = final_params(tmp_path / "split" / f"part{p}")[1]
+        jax.tree.map(
+            lambda a, b, p=p: np.testing.assert_allclose(
+                a[2 * p : 2 * p + 2], b, rtol=1e-5, atol=1e-6
+            ),
+            whole_params,
+            part_params,
+        )
+    # The report reads the launcher's part directories together: both budgets, all seeds.
+    report_dir = tmp_path / "report"
+    part_dirs = [str(tmp_path / "split" / f"part{p}") for p in (0, 1)]
+    assert report.main([*part_dirs, "--out", str(report_dir), "--reps", "10", "--no-plots"]) == 0
+    table = (report_dir / "report.md").read_text()
+    assert "trqam[eps=0.5]" in table and "trqam[eps=4.0]" in table, table
+    missing = table.split("## Missing")[1]  # tasks 2-5 of the domain were not run
+    assert "task" in missing and "seed" not in missing, missing
+    with pytest.raises(ValueError, match="do not split into 3 equal parts"):
+        launcher.run(tiny_run_config(tiny_dataset_dir, tmp_path / "bad", rows_parts=3))
+
+
 _SHARDED_RUN = textwrap.dedent(
     """
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
     sys.path.insert(0, sys.argv[4])
     from tests.test_launcher import tiny_run_config
-    from experiments import run as launcher
+    from experiments import report
+from experiments import run as launcher
     import jax
     assert len(jax.devices()) == int(sys.argv[1])
     launcher.run(tiny_run_config(sys.argv[2], sys.argv[3], seeds=4, offline_steps=10))

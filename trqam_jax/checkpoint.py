@@ -40,15 +40,15 @@ def restore(mngr: ocp.CheckpointManager, step: int, like):
         ) from err
 
 
-def load_base_params(directory: str, num_rows: int):
+def load_base_params(directory: str, row_ids):
     """The BC-pretrained vector field of every row from a BC checkpoint directory.
 
     Args:
       directory: a run directory (its `checkpoints/bc` is used) or a BC checkpoint directory.
-      num_rows: rows of the run being initialised; row r takes checkpoint row r % n, so a BC run
-        with S seeds initialises a budget sweep over the same S seeds.
+      row_ids: (R,) global ids of the rows being initialised; row r takes checkpoint row r % n,
+        so a BC run with S seeds initialises a budget sweep over the same S seeds.
     Returns:
-      the `base` parameter pytree with a leading row axis of `num_rows`.
+      the `base` parameter pytree with a leading row axis of R.
     """
     candidates = [os.path.join(directory, "checkpoints", "bc"), directory]
     path = next((p for p in candidates if os.path.isdir(p) and _steps(p)), None)
@@ -61,7 +61,7 @@ def load_base_params(directory: str, num_rows: int):
     raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
     base = raw["params"]["base"]
     saved_rows = jax.tree.leaves(base)[0].shape[0]
-    index = np.arange(num_rows) % saved_rows
+    index = np.asarray(row_ids) % saved_rows
     return jax.tree.map(lambda x: np.asarray(x)[index], base)
 
 

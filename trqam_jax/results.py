@@ -74,7 +74,9 @@ class Run:
 
     @property
     def agent(self) -> str:
-        return str(self.config["agent"])
+        # The launcher writes the whole agent config; its agent_name names the agent.
+        agent = self.config["agent"]
+        return str(agent["agent_name"] if isinstance(agent, dict) else agent)
 
     @property
     def env_name(self) -> str:

@@ -32,6 +32,26 @@ def row_seeds(num_rows: int, seeds: int) -> np.ndarray:
     return np.arange(num_rows) % seeds
 
 
+def part_rows(num_rows: int, part: int, parts: int) -> np.ndarray:
+    """Global ids of the rows one launcher runs when a sweep is split into `parts` equal blocks.
+
+    Part p runs rows [p * R / parts, (p + 1) * R / parts). Every quantity of a row (init key,
+    training keys, evaluation and reset seeds) depends on its global id and seed only, so the
+    parts of a split sweep together equal the sweep run in one piece.
+    """
+    if parts < 1 or not 0 <= part < parts:
+        raise ValueError(
+            f"rows_part={part} of rows_parts={parts}: need 0 <= rows_part < rows_parts"
+        )
+    if num_rows % parts:
+        raise ValueError(
+            f"{num_rows} rows (kl_budgets x seeds) do not split into {parts} equal parts; "
+            f"use a multiple of {parts} rows"
+        )
+    size = num_rows // parts
+    return np.arange(part * size, (part + 1) * size)
+
+
 def make_mesh(num_rows: int) -> Mesh:
     """A 1-D mesh of all local devices over the row axis; rows must divide among them."""
     devices = jax.local_devices()
@@ -53,9 +73,13 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def init_rows(agent, agent_config, key, num_rows: int, example_obs, example_actions):
-    """Stacked states of `num_rows` independent agents: row r is `agent.init(fold_in(key, r))`."""
-    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(num_rows))
+def init_rows(agent, agent_config, key, row_ids: Sequence[int], example_obs, example_actions):
+    """Stacked states of independent agents: row id r gets `agent.init(fold_in(key, r))`.
+
+    Args:
+      row_ids: (R,) global row ids (`np.arange(R)` for a sweep run in one piece).
+    """
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.asarray(row_ids))
     return jax.jit(jax.vmap(lambda k: agent.init(k, agent_config, example_obs, example_actions)))(
         keys
     )
