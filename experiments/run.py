@@ -144,13 +144,25 @@ class Stage:
         return states, step
 
 
-def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, budgets):
+def run_stage(
+    stage: Stage, states, total: int, data, key, evaluate_fn, seeds, budgets, timings=None
+):
     """Train `states` for `total` steps of `stage`, logging, evaluating and checkpointing.
 
+    `timings`, if given, is a dict that accumulates the seconds spent in evaluation
+    ("evaluate_s") and checkpoint saves ("checkpoint_s") (benchmarks/update_speed.py).
     Returns:
       (states, the last evaluation's per-row results or None).
     """
     config = stage.config
+    timings = {} if timings is None else timings
+
+    def timed(name, fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+        return out
+
     states, step = stage.resume(states)
     data.seek(step // config.shard_interval)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
@@ -181,12 +193,12 @@ def run_stage(stage: Stage, states, total: int, data, key, evaluate_fn, seeds, b
         if evaluate_now or save_now:
             write_pending()  # a checkpoint never gets ahead of the metrics logged before it
         if evaluate_now:
-            results = evaluate_fn(states)
+            results = timed("evaluate_s", evaluate_fn, states)
             run_dir.append_rows(
                 os.path.join(stage.out, "eval.jsonl"), results, record, seeds, budgets
             )
         if save_now:
-            checkpoint.save(stage.ckpt, step, states)
+            timed("checkpoint_s", checkpoint.save, stage.ckpt, step, states)
         if step % config.shard_interval == 0:
             data.advance()
         rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
