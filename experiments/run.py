@@ -380,7 +380,6 @@ def run(config) -> dict:
             "seeds": config.seeds,
             "kl_budgets": budgets.tolist(),
             "row_ids": row_ids.tolist(),
-            "part": f"{config.rows_part} of {config.rows_parts}",
         },
     )
     run_dir.write_json(os.path.join(out, "provenance.json"), provenance)

@@ -75,7 +75,8 @@ def test_seek_resumes_the_rotation_where_an_uninterrupted_one_would_be():
         for _ in range(6):  # shards 1, 2, 3, 0, 1, 2
             straight.advance()
         expected = [straight.index] + [straight.advance() and straight.index for _ in range(3)]
-    with shards.ShardRotator(paths, RecordingLoader(sizes), rows=42) as resumed:
+    loader = RecordingLoader(sizes)
+    with shards.ShardRotator(paths, loader, rows=42) as resumed:
         data, size = resumed.seek(6)  # step // shard_interval of a resumed stage
         assert resumed.index == 2 and int(size) == 25
         np.testing.assert_array_equal(data["observations"][:25, 0], 2)
@@ -83,6 +84,10 @@ def test_seek_resumes_the_rotation_where_an_uninterrupted_one_would_be():
         resumed.seek(3)
         assert resumed.index == 3
         assert resumed.seek(3)[0] is resumed.current[0]  # already there: nothing reloaded
+        on_main = lambda: [i for i, name in loader.calls if not name.startswith("shards")]
+        before = on_main()
+        resumed.seek(4)  # the next shard: its background load is used, nothing read again
+        assert resumed.index == 0 and on_main() == before
     assert seen == expected == [2, 3, 0, 1]
 
 

@@ -171,6 +171,8 @@ class ShardRotator:
         index %= len(self.paths)
         if index == self.index:
             return self.current
+        if index == (self.index + 1) % len(self.paths):
+            return self.advance()  # already being prepared in the background
         if self._pending is not None:
             self._pending.result()  # one background load at a time
         self.data = self.size = None
