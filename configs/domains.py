@@ -18,18 +18,8 @@ Baselines (issue 5):
   cube-single) and QAM-E as cube-double (our choice, the nearest domain).
 """
 
-PAPER_DOMAINS = (
-    "antmaze-large-navigate",
-    "antmaze-giant-navigate",
-    "humanoidmaze-medium-navigate",
-    "humanoidmaze-large-navigate",
-    "scene-play",
-    "puzzle-3x3-play",
-    "puzzle-4x4-play",
-    "cube-double-play",
-    "cube-triple-play",
-    "cube-quadruple-play",
-)
+from trqam_jax.data.names import PAPER_DOMAINS
+
 # Not in the paper's table, but cheap to generate locally: the quickstart's domain.
 EXTRA_DOMAINS = ("cube-single-play",)
 

@@ -31,6 +31,7 @@ from configs import domains
 from trqam_jax import checkpoint, run_dir, train
 from trqam_jax.agents import get_agent
 from trqam_jax.agents import trqam as bc_agent
+from trqam_jax.data import names
 from trqam_jax.data.datasets import DataError, load_offline_data, resolve_data_dir
 from trqam_jax.data.shards import ShardRotator, shard_loader
 from trqam_jax.evaluation import default_reset_seeds, evaluate, make_eval_envs
@@ -51,7 +52,7 @@ class ConfigError(ValueError):
 
 
 def env_name_of(config) -> str:
-    return f"{config.domain}-singletask-task{config.task}-v0"
+    return names.env_name(config.domain, config.task)
 
 
 def check_config(config) -> None:

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+
 DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
 ACTION_CLIP_EPS = 1e-5
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
-LOCOMOTION_PREFIXES = ("pointmaze", "antmaze", "humanoidmaze", "antsoccer")
 _DATASET_TYPES = {
     "cube": ("play", "noisy"),
     "scene": ("play", "noisy"),
@@ -75,15 +76,6 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
     """The data directory: the argument, else $OGBENCH_DATA_DIR, else ~/.ogbench/data (expanded)."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR
     return os.path.abspath(os.path.expanduser(chosen))
-
-
-def dataset_name_of(name: str) -> str:
-    """`cube-double-play-singletask-task2-v0` -> `cube-double-play-v0` (other names unchanged)."""
-    parts = name.split("-")
-    if "singletask" in parts:
-        pos = parts.index("singletask")
-        return "-".join(parts[:pos] + parts[-1:])
-    return name
 
 
 def provenance_path(directory: str, dataset_name: str) -> str:

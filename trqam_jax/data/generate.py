@@ -32,9 +32,9 @@ from trqam_jax.data.datasets import (
     LocomotionGenerationError,
     UnknownEnvironmentError,
     close_matches,
-    dataset_name_of,
     provenance_path,
 )
+from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
 
 MANIPULATION_FAMILIES = (
     "cube-single",
@@ -48,7 +48,6 @@ MANIPULATION_FAMILIES = (
     "puzzle-4x5",
     "puzzle-4x6",
 )
-LOCOMOTION_PREFIXES = ("pointmaze", "antmaze", "humanoidmaze", "antsoccer")
 # Episode counts of the official releases (OGBench data_gen_scripts/commands.sh).
 OFFICIAL_EPISODES = {
     "cube-triple": 3000,
