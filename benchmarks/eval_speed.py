@@ -33,6 +33,7 @@ from benchmarks.common import write_result
 from configs.trqam import get_config
 from trqam_jax import evaluation
 from trqam_jax.agents import trqam
+from trqam_jax.envs import EnvPool, make_envs
 
 DEFAULT_ENVS = "cube-double-play-singletask-task1-v0,antmaze-large-navigate-singletask-task1-v0"
 
@@ -100,7 +101,7 @@ def make_policies(num_seeds: int, obs_dim: int, action_dim: int, config, key):
     return batched, single, description
 
 
-def warm_up(envs: evaluation.EvalEnvs) -> None:
+def warm_up(envs: EnvPool) -> None:
     """Pays the one-off costs of a first reset and step (gymnasium's env checker, lazy MuJoCo
     setup) outside the timed runs."""
     indices = list(range(len(envs)))
@@ -111,7 +112,7 @@ def warm_up(envs: evaluation.EvalEnvs) -> None:
 def run_one(env_name: str, args, key) -> dict:
     num_envs = args.num_envs or args.seeds * args.episodes
     start = time.perf_counter()
-    envs = evaluation.make_eval_envs(env_name, num_envs, args.max_episode_steps)
+    envs = make_envs(env_name, num_envs, args.max_episode_steps)
     env_creation_s = time.perf_counter() - start
     # The first reset and step of an environment pay one-off costs (gymnasium's env checker,
     # lazy MuJoCo setup); pay them here so that neither timed evaluator does.
@@ -119,7 +120,7 @@ def run_one(env_name: str, args, key) -> dict:
     pools = {"batched": envs, "sequential": envs}
     if args.workers > 0:
         start = time.perf_counter()
-        pools[f"batched_{args.workers}_workers"] = evaluation.make_eval_envs(
+        pools[f"batched_{args.workers}_workers"] = make_envs(
             env_name, num_envs, args.max_episode_steps, num_workers=args.workers
         )
         worker_creation_s = time.perf_counter() - start

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from trqam_jax import evaluation
+from trqam_jax.envs import EnvPool, make_envs
 
 OGBENCH_ENV = "cube-single-singletask-task1-v0"
 
@@ -53,7 +54,7 @@ class StubEnv:
 
 def stub_pool(num_envs, time_limit, action_dim=2):
     envs = [StubEnv(time_limit, action_dim) for _ in range(num_envs)]
-    return evaluation.EvalEnvs(
+    return EnvPool(
         envs=envs,
         name="stub",
         obs_dim=3,
@@ -226,7 +227,7 @@ def test_progress_callback_counts_episodes():
 @pytest.fixture(scope="module")
 def ogbench_pool():
     # A short time limit keeps the real-environment tests to a few seconds.
-    return evaluation.make_eval_envs(OGBENCH_ENV, num_envs=4, max_episode_steps=23)
+    return make_envs(OGBENCH_ENV, num_envs=4, max_episode_steps=23)
 
 
 def linear_chunk(obs, weights):
@@ -274,9 +275,7 @@ def test_ogbench_lockstep_equals_sequential(ogbench_pool):
 
 
 def test_ogbench_dataset_style_name_and_jax_policy():
-    pool = evaluation.make_eval_envs(
-        "cube-single-play-singletask-task1-v0", num_envs=1, max_episode_steps=4
-    )
+    pool = make_envs("cube-single-play-singletask-task1-v0", num_envs=1, max_episode_steps=4)
     assert (pool.obs_dim, pool.action_dim) == (28, 5)
 
     @jax.jit
@@ -310,7 +309,7 @@ def test_ogbench_worker_processes_match_in_process(ogbench_pool):
 
     key = jax.random.PRNGKey(4)
     kwargs = dict(num_seeds=S, episodes_per_seed=M, base_seed=2)
-    workers = evaluation.make_eval_envs(OGBENCH_ENV, 4, max_episode_steps=23, num_workers=2)
+    workers = make_envs(OGBENCH_ENV, 4, max_episode_steps=23, num_workers=2)
     processes = [p for p, _, _ in workers.workers]
     try:
         assert workers.envs == [] and len(workers) == 4 and len(workers.workers) == 2

@@ -10,7 +10,7 @@ from tests.tiny import tiny_config
 from trqam_jax import online
 from trqam_jax.agents import trqam
 from trqam_jax.data.datasets import load_offline_data, sparsify_rewards
-from trqam_jax.evaluation import make_eval_envs
+from trqam_jax.envs import make_envs
 
 ENV = "cube-double-play-singletask-task1-v0"
 ROWS, HORIZON, MAX_STEPS = 2, 3, 12  # short episodes so that resets happen inside a test
@@ -22,7 +22,7 @@ SEED = 3
 def setup(tiny_dataset_dir):
     """(offline train dict, reusable envs, init states factory)."""
     data = load_offline_data(ENV, tiny_dataset_dir)
-    envs = make_eval_envs(ENV, ROWS, max_episode_steps=MAX_STEPS).envs
+    envs = make_envs(ENV, ROWS, max_episode_steps=MAX_STEPS).envs
     obs_dim = envs[0].observation_space.shape[0]
     action_dim = envs[0].action_space.shape[0]
     assert data.train["observations"].shape[1] == obs_dim

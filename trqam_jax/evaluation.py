@@ -11,101 +11,30 @@ Two evaluators with the same semantics:
 - `evaluate_sequential`: one episode at a time, one policy call per chunk; the simple baseline for
   the speed benchmark and the independent reference in the tests.
 
-Environments are created once (`make_eval_envs`; MuJoCo model compilation takes about a second per
-environment) and reused across evaluations. Every episode is reset with its own integer seed, so
+Environments come from `envs.make_envs` (made once, reused across evaluations, in this process or
+in worker processes). Every episode is reset with its own integer seed (`default_reset_seeds`), so
 results are deterministic given the seeds and a deterministic policy.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from trqam_jax.envs import EnvPool, make_envs, progress_bar
+
+# Until experiments/run.py imports `envs.make_envs` itself; delete with that import.
+make_eval_envs = make_envs
+
 # (S, E, D) observations, key -> (S, E, H, A) action chunks.
 BatchedPolicy = Callable[[np.ndarray, jax.Array], Any]
 # seed index, (D,) observation, key -> (H, A) action chunk.
 SinglePolicy = Callable[[int, np.ndarray, jax.Array], Any]
-
-
-@dataclasses.dataclass
-class EvalEnvs:
-    """A reusable pool of N environments of one task, in this process or in worker processes.
-
-    Attributes:
-      envs: the gymnasium environments (each with a time limit) when they live in this process;
-        empty when worker processes own them.
-      name: the environment name they were made from.
-      obs_dim: D, flat observation dimension.
-      action_dim: A, action dimension (per step, not per chunk).
-      num_envs: N.
-      max_episode_steps: the time limit of every episode.
-      workers: (process, connection, global indices of its envs) per worker process.
-    """
-
-    envs: list
-    name: str
-    obs_dim: int
-    action_dim: int
-    num_envs: int
-    max_episode_steps: int | None
-    workers: list = dataclasses.field(default_factory=list)
-
-    def __len__(self) -> int:
-        return self.num_envs
-
-    def reset(self, indices: Sequence[int], seeds: Sequence[int]) -> np.ndarray:
-        """Resets environments `indices` with `seeds`; returns their observations (n, D)."""
-        if not self.workers:
-            return np.stack(
-                [_reset(self.envs[i], seed) for i, seed in zip(indices, seeds, strict=True)]
-            )
-        jobs = [(i, int(seed)) for i, seed in zip(indices, seeds, strict=True)]
-        return np.stack(self._scatter_gather("reset", jobs, indices))
-
-    def run_chunks(self, indices: Sequence[int], chunks: np.ndarray) -> list[tuple]:
-        """Executes chunk n (H, A) open loop in environment indices[n], stopping at episode end.
-
-        Returns, per environment: (last observation (D,), rewards (list of the steps taken), done,
-        success). Environments are independent, so running each one's chunk in turn (here or in
-        a worker process) gives the same episodes as stepping all of them one step at a time.
-        """
-        if not self.workers:
-            return [
-                _run_chunk(self.envs[i], chunk) for i, chunk in zip(indices, chunks, strict=True)
-            ]
-        return self._scatter_gather("chunk", list(zip(indices, chunks, strict=True)), indices)
-
-    def _scatter_gather(self, command: str, jobs: list, indices: Sequence[int]) -> list:
-        # All workers get their jobs before any answer is read, so they run concurrently.
-        owner = {i: w for w, (_, _, owned) in enumerate(self.workers) for i in owned}
-        per_worker: dict[int, list] = {}
-        for job, i in zip(jobs, indices, strict=True):
-            per_worker.setdefault(owner[i], []).append(job)
-        for w, batch in per_worker.items():
-            self.workers[w][1].send((command, batch))
-        answers = {}
-        for w, batch in per_worker.items():
-            for job, answer in zip(batch, _receive(self.workers[w][1]), strict=True):
-                answers[job[0]] = answer
-        return [answers[i] for i in indices]
-
-    def close(self) -> None:
-        """Stops the worker processes (environments in this process need no closing)."""
-        for process, conn, _ in self.workers:
-            with contextlib.suppress(BrokenPipeError, OSError):  # the worker may be gone
-                conn.send(("close", None))
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-        self.workers = []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,136 +68,6 @@ class EvalResult:
     def total_steps(self) -> int:
         """Environment steps over all episodes."""
         return int(self.length.sum())
-
-
-def _make_env(name: str, max_episode_steps: int | None):
-    import gymnasium
-    import ogbench  # noqa: F401  (registers the OGBench environments with gymnasium)
-
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    if name in gymnasium.envs.registry:
-        return gymnasium.make(name, **kwargs)
-    # Dataset-style names (e.g. cube-double-play-singletask-task1-v0): ogbench maps them to the
-    # environment id; env_only skips the dataset files, which need not exist here.
-    return ogbench.make_env_and_datasets(name, env_only=True, **kwargs)
-
-
-def _headless() -> None:
-    if "mujoco" not in sys.modules:
-        # mujoco picks its GL backend at import; without a display the default (GLFW) only warns,
-        # but an explicit "disable" avoids touching GL libraries at all.
-        os.environ.setdefault("MUJOCO_GL", "disable")
-
-
-def _reset(env, seed) -> np.ndarray:
-    ob, _ = env.reset(seed=int(seed))
-    return np.asarray(ob, np.float32)
-
-
-def _run_chunk(env, chunk: np.ndarray) -> tuple:
-    """Steps `env` with the actions of `chunk` (H, A) until they run out or the episode ends."""
-    rewards = []
-    for action in chunk:
-        ob, reward, terminated, truncated, info = env.step(action)
-        rewards.append(float(reward))
-        if terminated or truncated:
-            return np.asarray(ob, np.float32), rewards, True, float(info.get("success", 0.0))
-    return np.asarray(ob, np.float32), rewards, False, 0.0
-
-
-def _worker_main(conn, env_name, max_episode_steps, indices, headless) -> None:
-    """Worker process: owns the environments `indices` and serves reset / chunk commands."""
-    try:
-        if headless:
-            _headless()
-        envs = {i: _make_env(env_name, max_episode_steps) for i in indices}
-        conn.send(("ok", None))
-        while True:
-            command, jobs = conn.recv()
-            if command == "close":
-                return
-            if command == "reset":
-                conn.send(("ok", [_reset(envs[i], seed) for i, seed in jobs]))
-            else:
-                conn.send(("ok", [_run_chunk(envs[i], chunk) for i, chunk in jobs]))
-    except Exception as error:  # hand the failure to the parent instead of dying silently
-        import traceback
-
-        conn.send(("error", f"{error!r}\n{traceback.format_exc()}"))
-
-
-def _receive(conn):
-    status, payload = conn.recv()
-    if status != "ok":
-        raise RuntimeError(f"evaluation worker failed: {payload}")
-    return payload
-
-
-def make_eval_envs(
-    env_name: str,
-    num_envs: int,
-    max_episode_steps: int | None = None,
-    headless: bool = True,
-    num_workers: int = 0,
-) -> EvalEnvs:
-    """Creates `num_envs` environments of one OGBench task, to be reused by every evaluation.
-
-    Args:
-      env_name: an environment id (`cube-double-singletask-task1-v0`) or the dataset-style name
-        the configs use (`cube-double-play-singletask-task1-v0`).
-      num_envs: N; `evaluate` runs N episodes at a time (N >= number of seeds, best S x M).
-      max_episode_steps: overrides the registered time limit (None keeps OGBench's).
-      headless: select MuJoCo's no-GL mode when MuJoCo was not yet imported and MUJOCO_GL is
-        unset, so state-based tasks need no display or GL libraries.
-      num_workers: 0 keeps the environments in this process; W > 0 spreads them over W worker
-        processes (spawned, so the parent's JAX threads are not forked) that step their
-        environments in parallel, one message per chunk. Call `.close()` when done.
-    Returns:
-      EvalEnvs holding the environments (or handles to the workers).
-    """
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    if headless:
-        _headless()
-    # One local env also tells the dimensions and time limit in worker mode.
-    probe = _make_env(env_name, max_episode_steps)
-    obs_shape, act_shape = probe.observation_space.shape, probe.action_space.shape
-    if len(obs_shape) != 1 or len(act_shape) != 1:
-        raise ValueError(
-            f"{env_name}: expected flat observations and actions, got {obs_shape} and {act_shape}"
-        )
-    spec = getattr(probe, "spec", None)
-    pool = EvalEnvs(
-        envs=[],
-        name=env_name,
-        obs_dim=obs_shape[0],
-        action_dim=act_shape[0],
-        num_envs=num_envs,
-        max_episode_steps=spec.max_episode_steps if spec is not None else max_episode_steps,
-    )
-    if num_workers <= 0:
-        pool.envs = [probe] + [_make_env(env_name, max_episode_steps) for _ in range(num_envs - 1)]
-        return pool
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    for w in range(min(num_workers, num_envs)):
-        owned = list(range(w, num_envs, num_workers))  # round robin balances partial waves
-        parent, child = context.Pipe()
-        process = context.Process(
-            target=_worker_main,
-            args=(child, env_name, max_episode_steps, owned, headless),
-            daemon=True,
-        )
-        process.start()
-        pool.workers.append((process, parent, owned))
-    try:
-        for _, conn, _ in pool.workers:
-            _receive(conn)
-    except BaseException:
-        pool.close()
-        raise
-    return pool
 
 
 def default_reset_seeds(num_seeds: int, episodes_per_seed: int, base_seed: int = 0) -> np.ndarray:
@@ -313,7 +112,7 @@ def _as_chunks(actions, leading: tuple[int, ...], action_dim: int) -> np.ndarray
 
 
 def evaluate(
-    envs: EvalEnvs,
+    envs: EnvPool,
     policy_fn: BatchedPolicy,
     key: jax.Array,
     *,
@@ -333,7 +132,7 @@ def evaluate(
     fixed (one compilation of a jitted policy).
 
     Args:
-      envs: the pool from `make_eval_envs`; needs N >= S.
+      envs: the pool from `envs.make_envs`; needs N >= S.
       policy_fn: (observations (S, E, D) float32, key) -> actions (S, E, H, A) in [-1, 1]
         e.g. over stacked per-seed agent states, one compiled call that also splits the key:
         `jax.jit(lambda st, o, k: jax.vmap(act)(st, o, jax.random.split(k, S)))` closed over
@@ -365,7 +164,7 @@ def evaluate(
     calls = np.zeros(shape, np.int64)
 
     total = num_seeds * episodes_per_seed
-    bar, callback = _progress(progress, total)
+    bar, callback = progress_bar(progress, total, unit="episode", desc="eval")
     done_count = 0
     obs = np.zeros((num_seeds, per_seed, envs.obs_dim), np.float32)
 
@@ -407,7 +206,7 @@ def evaluate(
 
 
 def evaluate_sequential(
-    envs: EvalEnvs,
+    envs: EnvPool,
     policy_fn: SinglePolicy,
     key: jax.Array,
     *,
@@ -424,7 +223,7 @@ def evaluate_sequential(
     tests hold `evaluate` to.
 
     Args:
-      envs: the pool from `make_eval_envs`; only envs.envs[0] is used.
+      envs: the pool from `envs.make_envs`; only envs.envs[0] is used.
       policy_fn: (seed index s, observation (D,) float32, key) -> actions (H, A) (or (A,)).
       key: PRNG key; chunk c of episode (s, m) gets key c of the stream of
         fold_in(fold_in(key, s), m) (see `_KeyStream`).
@@ -442,7 +241,7 @@ def evaluate_sequential(
     lengths = np.zeros(shape, np.int64)
     calls = np.zeros(shape, np.int64)
     total = num_seeds * episodes_per_seed
-    bar, callback = _progress(progress, total)
+    bar, callback = progress_bar(progress, total, unit="episode", desc="eval")
     for s in range(num_seeds):
         for m in range(episodes_per_seed):
             keys = _KeyStream(jax.random.fold_in(jax.random.fold_in(key, s), m))
@@ -489,22 +288,6 @@ class _KeyStream:
             keys = jax.random.split(jax.random.fold_in(self.key, block), self.block)
             self.cache = (block, np.asarray(keys))
         return self.cache[1][offset]
-
-
-def _progress(progress, total):
-    """(tqdm bar or None, callback(done, total) or None) for the `progress` argument."""
-    if callable(progress):
-        return None, progress
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="episode", desc="eval")
-
-        def update(done, _total):
-            bar.update(done - bar.n)
-
-        return bar, update
-    return None, None
 
 
 def per_seed_single_policy(act_fns: Sequence[Callable]) -> SinglePolicy:

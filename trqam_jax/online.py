@@ -40,6 +40,7 @@ from jax.sharding import NamedSharding
 
 from trqam_jax.data import replay
 from trqam_jax.data.datasets import sparsify_rewards
+from trqam_jax.envs import make_envs, progress_bar, reset_env
 from trqam_jax.train import LAST_VALUE_METRICS
 
 # Mixed into the reset seeds so that online episodes never start where evaluation episodes do
@@ -219,9 +220,7 @@ def run_online(
     if total_steps < 0 or start_training < 0 or utd < 1:
         raise ValueError("need total_steps >= 0, start_training >= 0 and utd >= 1")
     if envs is None:
-        from trqam_jax.evaluation import make_eval_envs
-
-        envs = make_eval_envs(env_name, rows, max_episode_steps).envs
+        envs = make_envs(env_name, rows, max_episode_steps).envs
     if len(envs) != rows:
         raise ValueError(f"{len(envs)} environments for {rows} agent rows")
 
@@ -241,7 +240,7 @@ def run_online(
 
     obs_dtype = np.float32
     episode_count = np.zeros(rows, np.int64)
-    obs = np.stack([_reset(envs[r], reset_seed(seed, row_seeds[r], 0)) for r in range(rows)])
+    obs = np.stack([reset_env(envs[r], reset_seed(seed, row_seeds[r], 0)) for r in range(rows)])
     action_dim = int(np.prod(envs[0].action_space.shape))
     chunks = np.zeros((rows, 1, action_dim), np.float32)
     position = np.full(rows, np.iinfo(np.int64).max)  # past the chunk end: plan at step 1
@@ -251,7 +250,9 @@ def run_online(
     episodes["length"] = []
     window_start = 0  # index into the episode lists where the current logging window begins
 
-    bar, report = _progress(progress, total_steps)
+    bar, report = progress_bar(
+        progress, total_steps, unit="step", desc="online", dynamic_ncols=True
+    )
     window_step, window_time = 0, time.perf_counter()
     for step in range(1, total_steps + 1):
         need = position >= chunks.shape[1]
@@ -288,7 +289,7 @@ def run_online(
                     episodes[name].append(value)
                 episode_count[r] += 1
                 ep_return[r], ep_length[r] = 0.0, 0
-                reset_obs[r] = _reset(env, reset_seed(seed, row_seeds[r], episode_count[r]))
+                reset_obs[r] = reset_env(env, reset_seed(seed, row_seeds[r], episode_count[r]))
                 position[r] = np.iinfo(np.int64).max  # a new episode starts a new chunk
 
         transitions = {
@@ -337,11 +338,6 @@ def run_online(
     return OnlineResult(states, replays, arrays)
 
 
-def _reset(env, seed: int) -> np.ndarray:
-    ob, _ = env.reset(seed=int(seed))
-    return np.asarray(ob, np.float32)
-
-
 def _window_metrics(acc, acc_steps, episodes, start, rows, replays) -> dict[str, np.ndarray]:
     """Per-row (R,) numpy metrics of one logging window (see `run_online`'s `on_log`)."""
     out = {}
@@ -359,19 +355,3 @@ def _window_metrics(acc, acc_steps, episodes, start, rows, replays) -> dict[str,
     out["online/episodes"] = count
     out["replay/size"] = np.asarray(jax.device_get(replays.size), np.float64)
     return out
-
-
-def _progress(progress, total):
-    """(tqdm bar or None, callback(step, total) or None) for the `progress` argument."""
-    if callable(progress):
-        return None, progress
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="step", desc="online", dynamic_ncols=True)
-
-        def report(step, _total):
-            bar.update(step - bar.n)
-
-        return bar, report
-    return None, None

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+from trqam_jax.envs import make_env
 
 DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
@@ -435,7 +436,7 @@ def load_offline_data(
     files = find_dataset_files(spec, directory)
 
     # The environment first (cheap: MuJoCo compiles on reset), so files can be checked against it.
-    env = ogbench.make_env_and_datasets(env_name, env_only=True)
+    env = make_env(env_name)
     if files.is_sharded:
         count = max(1, int(len(files.shards) * proportion))
         shard_paths = files.shards[:count]

@@ -29,6 +29,7 @@ from trqam_jax.data.datasets import (
     parse_env_name,
     postprocess,
 )
+from trqam_jax.envs import make_env
 
 
 def transition_count(path: str) -> int:
@@ -70,8 +71,6 @@ def shard_loader(
     It owns a private environment (built on first use), because relabelling resets the
     environment and must not race with evaluation on the caller's one.
     """
-    import ogbench
-
     spec = parse_env_name(env_name)
     state = {}
     lock = threading.Lock()
@@ -79,7 +78,7 @@ def shard_loader(
     def load(path: str) -> dict:
         with lock:
             if "env" not in state:
-                state["env"] = ogbench.make_env_and_datasets(env_name, env_only=True)
+                state["env"] = make_env(env_name)
             data = load_shard(path, spec, state["env"], validate)
         return postprocess(data, sparse, action_clip_eps)
 
