@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from experiments import report
-from trqam_jax import results
+from trqam_jax import run_dir
+from trqam_jax.data.names import PAPER_DOMAINS
+from trqam_jax.report import aggregates, curves, published, records, tables
 
 SQ23 = math.sqrt(2.0 / 3.0)  # std (ddof=0) of three equally spaced values is spacing * sqrt(2/3)
 
@@ -91,11 +93,11 @@ def build_sweep(root, agent="qam", seeds=(0, 1, 2), skip=(), data_source=None, s
 
 
 def table_for(paths, **kw):
-    runs = results.load_runs(paths)
-    recs = results.eval_records(runs)
-    scores, chosen, missing = results.select_scores(recs, **kw)
-    rows = results.summarize(
-        scores, results.expected_seeds(runs, recs), results.generated_domains(recs)
+    runs = run_dir.load_runs(paths)
+    recs = records.eval_records(runs)
+    scores, chosen, missing = records.select_scores(recs, **kw)
+    rows = tables.summarize(
+        scores, records.expected_seeds(runs, recs), records.generated_domains(recs)
     )
     return {r.label: r for r in rows}, chosen, missing, recs, scores
 
@@ -113,7 +115,7 @@ def test_domain_means_std_and_all_match_hand_computation(tmp_path):
     assert row.all_std == pytest.approx(0.075 * SQ23)
     assert not a.partial and not b.partial
     # ddof=1 is the sample std
-    rows1 = results.summarize_row("qam", {A: {1: {0: 0.2, 1: 0.4}}}, ddof=1)
+    rows1 = tables.summarize_row("qam", {A: {1: {0: 0.2, 1: 0.4}}}, ddof=1)
     assert rows1.domains[A].std == pytest.approx(math.sqrt(0.02))
 
 
@@ -145,7 +147,7 @@ def test_iqm_and_optimality_gap_against_numpy(tmp_path):
     mat = rng.uniform(0, 1.2, size=(4, 10))  # 40 entries: the IQM is the mean of sorted[10:30]
     direct_iqm = np.sort(mat.ravel())[10:30].mean()
     direct_gap = np.mean(1.0 - np.minimum(mat, 1.0))
-    out, note = results.robust_aggregates({"x": mat}, reps=50, seed=0)
+    out, note = aggregates.robust_aggregates({"x": mat}, reps=50, seed=0)
     iqm, lo, hi = out["x"]["IQM"]
     assert iqm == pytest.approx(direct_iqm)
     assert lo <= iqm <= hi and hi - lo > 0
@@ -154,20 +156,20 @@ def test_iqm_and_optimality_gap_against_numpy(tmp_path):
     assert out["x"]["mean"][0] == pytest.approx(mat.mean())
     assert "bootstrap" in note or "rliable" in note
     # reproducible for a fixed seed; the numpy fallback resamples runs within each task
-    again, _ = results.robust_aggregates({"x": mat}, reps=50, seed=0)
+    again, _ = aggregates.robust_aggregates({"x": mat}, reps=50, seed=0)
     assert again == out
-    lohi = results._numpy_stratified_bootstrap(mat, lambda s: np.array([s.mean()]), 200, 0.95, 0)
+    lohi = aggregates._numpy_stratified_bootstrap(mat, lambda s: np.array([s.mean()]), 200, 0.95, 0)
     assert lohi[0, 0] < mat.mean() < lohi[1, 0]
     # a constant task stays constant under within-task resampling
     const = np.tile(np.arange(5.0), (3, 1))
-    lohi = results._numpy_stratified_bootstrap(const, lambda s: s.mean(0), 20, 0.95, 0)
+    lohi = aggregates._numpy_stratified_bootstrap(const, lambda s: s.mean(0), 20, 0.95, 0)
     assert np.allclose(lohi, np.arange(5.0))
 
 
 def test_score_matrix_layout_from_runs(tmp_path):
     paths = build_sweep(str(tmp_path), seeds=(0, 1, 2, 3), skip={(A, 2, 3)})
     _, _, _, _, scores = table_for(paths)
-    mat, kept, tasks, dropped = results.score_matrix(scores["qam"])
+    mat, kept, tasks, dropped = aggregates.score_matrix(scores["qam"])
     assert mat.shape == (3, 10) and kept == [0, 1, 2] and dropped == [3]
     # columns follow the paper's domain order: scene-play before cube-double-play
     assert tasks[0] == f"{B}/task1" and tasks[5] == f"{A}/task1"
@@ -193,7 +195,7 @@ def test_partial_sweep_is_reported_not_averaged(tmp_path):
     assert b.tasks_missing == (5,) and b.partial
     assert b.mean == pytest.approx(0.29)
     assert rows["qam"].all_std is None  # the domains kept different seeds
-    lines = results.partial_report(list(rows.values()), [A, B])
+    lines = tables.partial_report(list(rows.values()), [A, B])
     text = "\n".join(lines)
     assert f"qam / {B}: tasks [5] have no evaluation" in text
     assert f"qam / {A}: seed 2 dropped" in text and "tasks [3]" in text
@@ -202,7 +204,7 @@ def test_partial_sweep_is_reported_not_averaged(tmp_path):
     out = tmp_path / "out"
     assert report.main([*paths, "--out", str(out), "--reps", "20", "--no-plots"]) == 0
     md = (out / "report.md").read_text()
-    assert "tasks [5] have no evaluation" in md and results.PARTIAL_MARK in md
+    assert "tasks [5] have no evaluation" in md and tables.PARTIAL_MARK in md
     assert "Nothing missing" not in md
 
 
@@ -214,7 +216,7 @@ def test_generated_data_is_marked(tmp_path):
     assert report.main([*paths, "--out", str(out), "--reps", "10", "--no-plots"]) == 0
     table = (out / "table.md").read_text()
     qam_line = next(ln for ln in table.splitlines() if ln.startswith("| qam"))
-    assert f"qam {results.GEN_MARK}" in qam_line and "generated data" in qam_line
+    assert f"qam {tables.GEN_MARK}" in qam_line and "generated data" in qam_line
     assert "locally generated datasets" in table
     with open(out / "table.csv") as f:
         recs = [r for r in csv.DictReader(f) if r["source"] == "this repo"]
@@ -289,48 +291,48 @@ def test_published_rows_and_sources(tmp_path, capsys):
 
 
 def test_published_csvs_parse():
-    pub = results.load_published()
-    tr = [p for p in pub if p["source"] == results.TRQAM_SOURCE]
+    pub = published.load_published()
+    tr = [p for p in pub if p["source"] == published.TRQAM_SOURCE]
     assert len(tr) == 7 * 11
-    assert {p["domain"] for p in tr} == {d for d, _ in results.DOMAINS} | {"all"}
-    qam = [p for p in pub if p["source"] != results.TRQAM_SOURCE]
+    assert {p["domain"] for p in tr} == set(PAPER_DOMAINS) | {"all"}
+    qam = [p for p in pub if p["source"] != published.TRQAM_SOURCE]
     # 17 methods x 11 domains x 2 phases, less RLPD's offline end (online-only method)
     assert len(qam) == 17 * 11 * 2 - 11
     assert all(np.isfinite(p["mean_pct"]) for p in pub)
 
 
 def test_bad_input_names_the_path(tmp_path, capsys):
-    with pytest.raises(results.ReportError, match="not a directory"):
-        results.expand_run_dirs([str(tmp_path / "nope")])
+    with pytest.raises(run_dir.RunDirError, match="not a directory"):
+        run_dir.expand_run_dirs([str(tmp_path / "nope")])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(results.ReportError, match=f"{empty}: not a run directory"):
-        results.expand_run_dirs([str(empty)])
+    with pytest.raises(run_dir.RunDirError, match=f"{empty}: not a run directory"):
+        run_dir.expand_run_dirs([str(empty)])
     p = write_run(str(tmp_path), "r", "qam", env(A, 1), [])
-    with pytest.raises(results.ReportError, match="eval.jsonl: empty.*wait for its first"):
-        results.load_run(p)
+    with pytest.raises(run_dir.RunDirError, match="eval.jsonl: empty.*wait for its first"):
+        run_dir.load_run(p)
     assert report.main([p, "--out", str(tmp_path / "o")]) == 2
     assert f"{p}/eval.jsonl: empty" in capsys.readouterr().err
     with open(os.path.join(p, "eval.jsonl"), "w") as f:
         f.write('{"step": 1, "seed": 0, "success": 0.5}\n{"step": 2, "se')
-    with pytest.raises(results.ReportError, match=r"eval.jsonl:2: not valid JSON"):
-        results.load_run(p)
+    with pytest.raises(run_dir.RunDirError, match=r"eval.jsonl:2: not valid JSON"):
+        run_dir.load_run(p)
     os.remove(os.path.join(p, "provenance.json"))
-    with pytest.raises(results.ReportError, match=f"{p}/provenance.json: missing"):
-        results.load_run(p)
+    with pytest.raises(run_dir.RunDirError, match=f"{p}/provenance.json: missing"):
+        run_dir.load_run(p)
 
 
 def test_duplicate_seeds_across_runs_are_refused(tmp_path):
     ev = [dict(step=1, seed=0, success=0.5)]
     p = write_run(str(tmp_path), "a", "qam", env(A, 1), ev)
     q = write_run(str(tmp_path), "b", "qam", env(A, 1), ev)
-    with pytest.raises(results.ReportError, match="pass only one of them"):
-        results.check_duplicates(results.eval_records(results.load_runs([p, q])))
+    with pytest.raises(records.ReportError, match="pass only one of them"):
+        records.check_duplicates(records.eval_records(run_dir.load_runs([p, q])))
 
 
 def test_sweep_directory_is_expanded(tmp_path):
     build_sweep(str(tmp_path))
-    assert len(results.expand_run_dirs([str(tmp_path)])) == 10
+    assert len(run_dir.expand_run_dirs([str(tmp_path)])) == 10
 
 
 def _train(seeds, steps, budget, collapse_seed=None):
@@ -401,10 +403,10 @@ def test_success_curve_and_band():
         for st in (10, 20)
     ]
     recs = [r for r in recs if not (r["seed"] == 1 and r["task"] == 2 and r["step"] == 20)]
-    steps, per_seed = results.success_curve(recs, "x", A)
+    steps, per_seed = curves.success_curve(recs, "x", A)
     assert list(steps) == [10, 20]
     assert per_seed[0] == pytest.approx([0.015, 0.015])
     assert per_seed[1, 0] == pytest.approx(0.115) and np.isnan(per_seed[1, 1])
-    mean, lo, hi = results.bootstrap_band(per_seed, reps=100)
+    mean, lo, hi = curves.bootstrap_band(per_seed, reps=100)
     assert mean == pytest.approx([0.065, 0.015])
     assert lo[0] <= mean[0] <= hi[0] and lo[1] == hi[1] == pytest.approx(0.015)

@@ -1,15 +1,35 @@
-"""Writing the run directory (docs/run_directory.md): config, provenance, metrics, summary."""
+"""The run directory (docs/run_directory.md): its file names, writing it and reading it back.
 
+The launcher (`experiments.run`) writes with `write_json`, `append_jsonl` and `append_rows`; the
+report (`trqam_jax.report`) reads with `load_runs`. Reading imports no JAX, so the report runs on a
+machine without the training stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
 import json
 import os
 import platform
+from collections.abc import Sequence
 
-import jax
+from trqam_jax.data.names import domain_and_task
+
+# The files of a run directory.
+CONFIG_FILE = "config.json"  # the resolved config, written before any work
+PROVENANCE_FILE = "provenance.json"  # data and software provenance, written before any work
+TRAIN_METRICS_FILE = "train_metrics.jsonl"  # one line per (logged step, seed)
+EVAL_FILE = "eval.jsonl"  # one line per (evaluation step, seed)
+SUMMARY_FILE = "summary.json"  # written at the end of a run
+
+# ----------------------------------------------------------------------------------------------
+# Writing
 
 
 def versions() -> dict:
     """Versions of the software a result depends on."""
     import flax
+    import jax
     import mujoco
     import ogbench
     import optax
@@ -72,3 +92,164 @@ def append_rows(path: str, values: dict, base: dict, seeds, budgets) -> None:
         record.update({name: float(v[row]) for name, v in values.items()})
         records.append(record)
     append_jsonl(path, records)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+class RunDirError(ValueError):
+    """A path that is not a readable run directory; the message names the path and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run directory, parsed.
+
+    path: the directory. config / provenance: the json files as dicts. summary: summary.json as a
+    dict, None while the run has not finished. evals / train: the jsonl files as lists of dicts
+    (one per line, in file order).
+    """
+
+    path: str
+    config: dict
+    provenance: dict
+    evals: list[dict]
+    train: list[dict]
+    summary: dict | None = None
+
+    @property
+    def agent(self) -> str:
+        # The launcher writes the whole agent config; its agent_name names the agent.
+        agent = self.config["agent"]
+        return str(agent["agent_name"] if isinstance(agent, dict) else agent)
+
+    @property
+    def env_name(self) -> str:
+        return str(self.config["env_name"])
+
+    @property
+    def generated(self) -> bool:
+        return self.provenance.get("data_source") == "generated"
+
+    @property
+    def offline_end(self) -> int:
+        return int(self.config.get("offline_steps", 0))
+
+    @property
+    def final_step(self) -> int:
+        return int(self.config.get("offline_steps", 0)) + int(self.config.get("online_steps", 0))
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def expand_run_dirs(paths: Sequence[str]) -> list[str]:
+    """Run directories named by `paths`; a directory of run directories (a sweep) is expanded.
+
+    Raises RunDirError naming the path when it is neither.
+    """
+    out = []
+    for p in paths:
+        if not os.path.isdir(p):
+            raise RunDirError(
+                f"{p}: not a directory. Pass run directories written by `python -m experiments.run`"
+                f" (each holds {CONFIG_FILE}, {PROVENANCE_FILE}, {EVAL_FILE})."
+            )
+        if is_run_dir(p):
+            out.append(p)
+            continue
+        children = sorted(
+            os.path.join(p, c) for c in os.listdir(p) if is_run_dir(os.path.join(p, c))
+        )
+        if not children:
+            raise RunDirError(
+                f"{p}: not a run directory (no {CONFIG_FILE}) and holds no run directories. Pass"
+                f" the directory that contains {CONFIG_FILE}, {PROVENANCE_FILE} and {EVAL_FILE},"
+                " or its parent sweep directory."
+            )
+        out.extend(children)
+    return out
+
+
+def read_json(path: str) -> dict:
+    """A json file of a run directory; RunDirError when it is missing or broken."""
+    if not os.path.isfile(path):
+        raise RunDirError(
+            f"{path}: missing. A run directory written by `python -m experiments.run` has it from"
+            " the start; pass a complete run directory."
+        )
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e}); fix or regenerate the file.") from e
+
+
+def read_jsonl(path: str, required: bool) -> list[dict]:
+    """The lines of a jsonl file as dicts; [] for a missing file unless `required`.
+
+    RunDirError names the line of a broken file, and a required file that is missing or empty.
+    """
+    if not os.path.isfile(path):
+        if required:
+            raise RunDirError(
+                f"{path}: missing. The run has not evaluated yet: wait for the first evaluation or"
+                " leave this run out."
+            )
+        return []
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                # A run killed mid-write leaves a truncated last line; say which one.
+                raise RunDirError(
+                    f"{path}:{i}: not valid JSON ({e}). Delete the broken line (a run killed"
+                    " mid-write leaves one) and rerun the report."
+                ) from e
+    if required and not rows:
+        raise RunDirError(
+            f"{path}: empty. The run has not evaluated yet: wait for its first evaluation or leave"
+            " this run directory out of the report."
+        )
+    return rows
+
+
+def load_run(path: str) -> Run:
+    """Parse one run directory. Raises RunDirError naming the bad file."""
+    if not is_run_dir(path):
+        raise RunDirError(
+            f"{path}: not a run directory (no {CONFIG_FILE}). Pass the directory written by"
+            " `python -m experiments.run`."
+        )
+    config_path = os.path.join(path, CONFIG_FILE)
+    config = read_json(config_path)
+    for key in ("agent", "env_name"):
+        if key not in config:
+            raise RunDirError(f"{config_path}: has no {key!r} field.")
+    try:
+        domain_and_task(config["env_name"])  # every reader of the run relies on the name
+    except ValueError as e:
+        raise RunDirError(f"{config_path}: {e}") from e
+    provenance = read_json(os.path.join(path, PROVENANCE_FILE))
+    eval_path = os.path.join(path, EVAL_FILE)
+    evals = read_jsonl(eval_path, required=True)
+    for i, r in enumerate(evals, start=1):
+        missing = [k for k in ("step", "seed", "success") if k not in r]
+        if missing:
+            raise RunDirError(f"{eval_path}:{i}: lacks fields {missing}.")
+    train = read_jsonl(os.path.join(path, TRAIN_METRICS_FILE), required=False)
+    summary_path = os.path.join(path, SUMMARY_FILE)
+    summary = read_json(summary_path) if os.path.isfile(summary_path) else None
+    return Run(path, config, provenance, evals, train, summary)
+
+
+def load_runs(paths: Sequence[str]) -> list[Run]:
+    """`expand_run_dirs` then `load_run` on each."""
+    return [load_run(p) for p in expand_run_dirs(paths)]

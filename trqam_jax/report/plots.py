@@ -1,6 +1,6 @@
 """Figures for the report (matplotlib, Agg backend: no display needed).
 
-Each function takes the plain containers built by trqam_jax.results and writes one PNG, returning
+Each function takes the records, runs and series of trqam_jax.report and writes one PNG, returning
 its path. Figures carry titles, axis labels with units and legends so they read on their own.
 """
 
@@ -18,7 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trqam_jax import results  # noqa: E402
+from trqam_jax.report.curves import bootstrap_band, success_curve, train_series  # noqa: E402
+from trqam_jax.report.records import order_domains  # noqa: E402
+from trqam_jax.run_dir import Run  # noqa: E402
 
 
 def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
@@ -75,10 +77,10 @@ def plot_success_curves(
 ) -> str:
     """Success rate (%) vs fine-tuning step, one panel per domain, one line per table row.
 
-    records: results.eval_records(...). Band: 95% percentile bootstrap CI over seeds of the
+    records: see report.records.eval_records. Band: 95% percentile bootstrap CI over seeds of the
     per-seed mean over the domain's tasks.
     """
-    domains = results.order_domains(r["domain"] for r in records)
+    domains = order_domains(r["domain"] for r in records)
     labels = sorted({r["label"] for r in records})
     colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
     nr, nc = _grid(len(domains))
@@ -87,10 +89,10 @@ def plot_success_curves(
     for k, domain in enumerate(domains):
         ax = axes[k // nc][k % nc]
         for lab in labels:
-            steps, per_seed = results.success_curve(records, lab, domain)
+            steps, per_seed = success_curve(records, lab, domain)
             if steps.size == 0:
                 continue
-            mean, lo, hi = results.bootstrap_band(per_seed, reps=reps, seed=seed)
+            mean, lo, hi = bootstrap_band(per_seed, reps=reps, seed=seed)
             n = int(np.max(np.sum(~np.isnan(per_seed), axis=0)))
             ax.plot(steps, 100 * mean, color=colors[lab], marker="o", ms=3, label=f"{lab} (n={n})")
             ax.fill_between(steps, 100 * lo, 100 * hi, color=colors[lab], alpha=0.2, lw=0)
@@ -125,7 +127,7 @@ def _series_panels(
 ) -> str:
     """Rows = metric keys, columns = domains; thin line per (task, seed), colour per task."""
     keys = [k for k in series_by_key if series_by_key[k]]
-    domains = results.order_domains(s["domain"] for k in keys for s in series_by_key[k])
+    domains = order_domains(s["domain"] for k in keys for s in series_by_key[k])
     fig, axes = plt.subplots(
         len(keys), len(domains), figsize=(4.2 * len(domains), 3.2 * len(keys)), squeeze=False
     )
@@ -184,7 +186,7 @@ def _per_label_panels(runs, out_dir, prefix, ylabels, title, **panel_kwargs) -> 
 
     `title` is formatted with the label; `panel_kwargs` go to `_series_panels`.
     """
-    series = {key: results.train_series(runs, key) for key in ylabels}
+    series = {key: train_series(runs, key) for key in ylabels}
     bounds = sorted({r.offline_end for r in runs if r.offline_end > 0})
     paths = []
     for label in sorted({s["label"] for values in series.values() for s in values}):
@@ -201,7 +203,7 @@ def _per_label_panels(runs, out_dir, prefix, ylabels, title, **panel_kwargs) -> 
     return paths
 
 
-def plot_dual(runs: Sequence[results.Run], out_dir: str) -> list[str]:
+def plot_dual(runs: Sequence[Run], out_dir: str) -> list[str]:
     """Per row with a trust region: kl_ema against its budget ε, and λ, over training."""
     return _per_label_panels(
         runs,
@@ -215,7 +217,7 @@ def plot_dual(runs: Sequence[results.Run], out_dir: str) -> list[str]:
     )
 
 
-def plot_critic(runs: Sequence[results.Run], out_dir: str) -> list[str]:
+def plot_critic(runs: Sequence[Run], out_dir: str) -> list[str]:
     """Per row: critic loss and Q scale (q_mean) over training; a collapse shows as a blow-up."""
     return _per_label_panels(
         runs,

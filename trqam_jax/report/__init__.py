@@ -1,0 +1,22 @@
+"""The report: run directories aggregated the way the papers do, beside published numbers.
+
+Everything here is a pure function of plain Python containers and numpy arrays; the run
+directories are read by `trqam_jax.run_dir.load_runs` (docs/run_directory.md). No JAX import:
+the report must run on a laptop without the training stack.
+
+Vocabulary used throughout:
+  record   one line of eval.jsonl joined with its run's identity (a flat dict, see
+           `records.eval_records`).
+  label    a table row: the agent name, plus `[eps=X]` when that agent's runs sweep kl_budget.
+  scores   nested dict `{label: {domain: {task: {seed: success}}}}`, success in 0..1, at one
+           evaluation step per (label, domain, task, seed) chosen by `records.select_scores`.
+
+Modules, in the order the report uses them:
+  records     records, labels, expected seeds, the evaluation step (`select_scores`)
+  tables      the papers' table: DomainScore / RowSummary, its rows for table.md and table.csv
+  aggregates  IQM, mean and optimality gap with stratified bootstrap CIs (rliable)
+  curves      success over steps with a bootstrap band; train_metrics series and collapses
+  published   the published numbers shipped in trqam_jax/published/
+  sections    the sections of report.md; render: their markdown
+  plots       the figures (matplotlib, imported only when figures are wanted)
+"""

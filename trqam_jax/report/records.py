@@ -1,0 +1,205 @@
+"""Records: the evaluations of many runs as flat dicts, their row labels, and one step per seed.
+
+A record is one line of eval.jsonl joined with its run's identity (see `eval_records`); a label
+is a table row (the agent, plus `[eps=X]` when its runs sweep kl_budget); `select_scores` picks
+one evaluation per (label, domain, task, seed) and nests them into scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from trqam_jax.data.names import PAPER_DOMAINS, domain_and_task
+from trqam_jax.run_dir import Run
+
+AT_CHOICES = ("last", "offline_end", "final")
+ALL = "all"  # the column (and published domain) averaging over the domains
+
+
+class ReportError(ValueError):
+    """Input the report cannot tabulate; the message names the runs and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Domain order and row labels (agents and the kl_budget sweep axis)
+
+
+def _domain_order(domain: str) -> int:
+    return PAPER_DOMAINS.index(domain) if domain in PAPER_DOMAINS else len(PAPER_DOMAINS)
+
+
+def order_domains(domains: Iterable[str]) -> list[str]:
+    """Paper column order first, then unknown domains alphabetically."""
+    return sorted(set(domains), key=lambda d: (_domain_order(d), d))
+
+
+def format_eps(eps: float) -> str:
+    # str(float) keeps `1.0` recognisable as a budget (format "g" would print `1`).
+    return str(float(eps))
+
+
+def swept_agents(runs: Iterable[Run]) -> set[str]:
+    """Agents whose runs use more than one kl_budget for the same task.
+
+    Such agents get one table row per budget (`trqam[eps=0.5]`). A budget that only varies from
+    domain to domain (the paper's per-domain epsilon) is a hyperparameter, not a sweep: one row.
+    """
+    budgets: dict[tuple[str, str], set] = {}
+    for run in runs:
+        key = (run.agent, run.env_name)
+        seen = budgets.setdefault(key, set())
+        for r in run.evals:
+            if r.get("kl_budget") is not None:
+                seen.add(float(r["kl_budget"]))
+        if len(run.config.get("kl_budgets") or []) > 1:
+            seen.update(float(b) for b in run.config["kl_budgets"])
+    return {agent for (agent, _), s in budgets.items() if len(s) > 1}
+
+
+def row_label(agent: str, kl_budget: float | None, swept: bool) -> str:
+    if swept and kl_budget is not None:
+        return f"{agent}[eps={format_eps(kl_budget)}]"
+    return agent
+
+
+# ----------------------------------------------------------------------------------------------
+# Records
+
+
+def eval_records(runs: Sequence[Run]) -> list[dict]:
+    """Flatten the runs' eval.jsonl lines into records.
+
+    Returns a list of dicts with keys: label, agent, kl_budget (float | None), domain, task (int),
+    seed (int), step (int), stage (str), success (float in 0..1), generated (bool), path,
+    offline_end (int), final_step (int).
+    BC-stage evaluations are dropped: their steps are counted separately from the fine-tuning
+    steps (docs/run_directory.md), so they would collide with offline steps of the same number.
+    """
+    swept = swept_agents(runs)
+    out = []
+    for run in runs:
+        domain, task = domain_and_task(run.env_name)
+        for r in run.evals:
+            if r.get("stage") == "bc":
+                continue
+            kl = r.get("kl_budget")
+            kl = None if kl is None else float(kl)
+            out.append(
+                dict(
+                    label=row_label(run.agent, kl, run.agent in swept),
+                    agent=run.agent,
+                    kl_budget=kl,
+                    domain=domain,
+                    task=task,
+                    seed=int(r["seed"]),
+                    step=int(r["step"]),
+                    stage=str(r.get("stage", "")),
+                    success=float(r["success"]),
+                    generated=run.generated,
+                    path=run.path,
+                    offline_end=run.offline_end,
+                    final_step=run.final_step,
+                )
+            )
+    return out
+
+
+def check_duplicates(records: Sequence[dict]) -> None:
+    """Two run directories must not both provide the same (row, task, seed): raise if they do."""
+    owner: dict[tuple, str] = {}
+    for r in records:
+        key = (r["label"], r["domain"], r["task"], r["seed"])
+        prev = owner.setdefault(key, r["path"])
+        if prev != r["path"]:
+            raise ReportError(
+                f"{prev} and {r['path']} both hold {r['label']} {r['domain']} task{r['task']}"
+                f" seed {r['seed']}: pass only one of them (reruns of the same seed are not"
+                " averaged)."
+            )
+
+
+def expected_seeds(runs: Sequence[Run], records: Sequence[dict]) -> dict[str, set[int]]:
+    """Seeds every row should have on every task: seeds seen anywhere in the row, plus
+    range(config.seeds) of its runs that do not sweep kl_budget (a seed that crashed before its
+    first evaluation then still shows up as missing). Returns {label: set of seed ids}."""
+    out: dict[str, set[int]] = {}
+    for r in records:
+        out.setdefault(r["label"], set()).add(r["seed"])
+    swept = swept_agents(runs)
+    by_path: dict[str, set[str]] = {}
+    for r in records:
+        by_path.setdefault(r["path"], set()).add(r["label"])
+    for run in runs:
+        if run.agent in swept or "seeds" not in run.config:
+            continue  # seed ids of a budget sweep need not start at 0 for every budget
+        for label in by_path.get(run.path, ()):
+            out[label].update(range(int(run.config["seeds"])))
+    return out
+
+
+def generated_domains(records: Sequence[dict]) -> dict[str, set[str]]:
+    """{label: domains with at least one run on locally generated data}."""
+    out: dict[str, set[str]] = {}
+    for r in records:
+        if r["generated"]:
+            out.setdefault(r["label"], set()).add(r["domain"])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Choosing the evaluation step
+
+
+def select_scores(
+    records: Sequence[dict], at: str = "last", step: int | None = None
+) -> tuple[dict, list[dict], list[str]]:
+    """Pick one evaluation per (label, domain, task, seed).
+
+    at: `last` (the seed's last evaluation), `offline_end` (step == config offline_steps),
+      `final` (step == offline_steps + online_steps); ignored when `step` is given (exact match).
+    Returns (scores, chosen, missing):
+      scores  {label: {domain: {task: {seed: success}}}}
+      chosen  the selected records (to report which steps were used)
+      missing one message per (label, domain, task, seed) that has evaluations but none at the
+              requested step.
+    When two records share the step (the boundary evaluated as both `offline` and `online`),
+    `offline_end` keeps the offline one and the other choices keep the later line.
+    """
+    if at not in AT_CHOICES:
+        raise ReportError(f"--at must be one of {AT_CHOICES}, got {at!r}")
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["label"], r["domain"], r["task"], r["seed"]), []).append(r)
+    scores: dict = {}
+    chosen, missing = [], []
+    for key, rs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
+        if step is not None:
+            target, what = int(step), f"step {step}"
+        elif at == "offline_end":
+            target, what = rs[0]["offline_end"], f"the offline end (step {rs[0]['offline_end']})"
+        elif at == "final":
+            target, what = rs[0]["final_step"], f"the final step ({rs[0]['final_step']})"
+        else:
+            target, what = max(r["step"] for r in rs), "last"
+        hits = [r for r in rs if r["step"] == target]
+        if not hits:
+            label, domain, task, seed = key
+            missing.append(
+                f"{label} / {domain} task{task} seed {seed}: no evaluation at {what}"
+                f" (last evaluated step {max(r['step'] for r in rs)})"
+            )
+            continue
+        if at == "offline_end" and step is None:
+            hits = [r for r in hits if r["stage"] == "offline"] or hits
+        pick = hits[-1]
+        chosen.append(pick)
+        label, domain, task, seed = key
+        scores.setdefault(label, {}).setdefault(domain, {}).setdefault(task, {})[seed] = pick[
+            "success"
+        ]
+    return scores, chosen, missing
+
+
+def _sort_key(key: tuple) -> tuple:
+    label, domain, task, seed = key
+    return (label, _domain_order(domain), domain, task, seed)
