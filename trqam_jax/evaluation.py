@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from trqam_jax.envs import EnvPool, make_envs, progress_bar
+from trqam_jax.seeds import hash_seed
 
 # Until experiments/run.py imports `envs.make_envs` itself; delete with that import.
 make_eval_envs = make_envs
@@ -73,13 +74,13 @@ class EvalResult:
 def default_reset_seeds(num_seeds: int, episodes_per_seed: int, base_seed: int = 0) -> np.ndarray:
     """Distinct reset seeds for every (seed, episode), shape (S, M), int64.
 
-    Hashing (base_seed, s, m) with numpy's SeedSequence keeps the seeds of different evaluation
+    Hashing (base_seed, s, m) with `seeds.hash_seed` keeps the seeds of different evaluation
     rounds (different `base_seed`) from overlapping, unlike consecutive integers.
     """
     seeds = np.empty((num_seeds, episodes_per_seed), dtype=np.int64)
     for s in range(num_seeds):
         for m in range(episodes_per_seed):
-            seeds[s, m] = np.random.SeedSequence([base_seed, s, m]).generate_state(1)[0]
+            seeds[s, m] = hash_seed(base_seed, s, m)
     return seeds
 
 

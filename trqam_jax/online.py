@@ -41,10 +41,11 @@ from jax.sharding import NamedSharding
 from trqam_jax.data import replay
 from trqam_jax.data.datasets import sparsify_rewards
 from trqam_jax.envs import make_envs, progress_bar, reset_env
+from trqam_jax.seeds import hash_seed
 from trqam_jax.train import LAST_VALUE_METRICS
 
 # Mixed into the reset seeds so that online episodes never start where evaluation episodes do
-# (evaluation hashes (base_seed, seed index, episode) with the same SeedSequence).
+# (evaluation hashes (base_seed, seed index, episode) with the same `hash_seed`).
 _RESET_SALT = 0x0E11E
 
 
@@ -66,7 +67,7 @@ class OnlineResult(NamedTuple):
 
 def reset_seed(seed: int, row_seed: int, episode: int) -> int:
     """The integer an online episode's environment is reset with (deterministic, no overlap)."""
-    return int(np.random.SeedSequence([_RESET_SALT, seed, row_seed, episode]).generate_state(1)[0])
+    return hash_seed(_RESET_SALT, seed, row_seed, episode)
 
 
 def row_keys(key: jax.Array, step, row_seeds: jax.Array) -> jax.Array:

@@ -35,6 +35,7 @@ from trqam_jax.data.datasets import (
     provenance_path,
 )
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+from trqam_jax.seeds import hash_seed
 
 MANIPULATION_FAMILIES = (
     "cube-single",
@@ -118,7 +119,7 @@ def generation_spec(name: str, max_episode_steps: int = 1001) -> GenerationSpec:
 
 def episode_seed(seed: int, shard: int, index: int, attempt: int = 0) -> int:
     """Independent 32-bit seed of one episode attempt (order- and worker-count-free)."""
-    return int(np.random.SeedSequence([seed, shard, index, attempt]).generate_state(1)[0])
+    return hash_seed(seed, shard, index, attempt)
 
 
 def make_collection_env(spec: GenerationSpec):
