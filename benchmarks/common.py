@@ -4,9 +4,10 @@ import json
 import os
 import platform
 import time
-from importlib import metadata
 
 import jax
+
+from trqam_jax.versions import versions
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -31,18 +32,6 @@ def device_info() -> dict:
     except OSError:
         pass
     return info
-
-
-def versions() -> dict:
-    """Installed versions of the packages a timing depends on (None where absent)."""
-    packages = ("jax", "jaxlib", "flax", "optax", "numpy", "mujoco", "ogbench", "gymnasium")
-    out = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def device_label(info: dict) -> str:

@@ -21,10 +21,8 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import zipfile
 from dataclasses import asdict, dataclass
-from importlib import metadata
 
 import numpy as np
 
@@ -36,6 +34,7 @@ from trqam_jax.data.datasets import (
 )
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
 from trqam_jax.seeds import hash_seed
+from trqam_jax.versions import versions
 
 MANIPULATION_FAMILIES = (
     "cube-single",
@@ -288,16 +287,6 @@ def write_npz(path: str, arrays: dict) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for package in ("ogbench", "mujoco", "gymnasium"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = None
-    return out
-
-
 def _episode_stream(spec, jobs, workers):
     """Episodes in job order, from this process or from a pool of `workers` processes."""
     if workers <= 1:
@@ -395,7 +384,7 @@ def generate_dataset(
         "shards": shards,
         "official_episodes": official_episodes(spec.family),
         "spec": asdict(spec),
-        "versions": _versions(),
+        "versions": versions(),
         "files": files,
     }
     with open(provenance_path(out_dir, spec.dataset_name), "w") as f:
