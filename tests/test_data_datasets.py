@@ -15,7 +15,7 @@ ENV = "cube-double-play-singletask-task{}-v0"
 
 @pytest.fixture(scope="module")
 def task4(tiny_dataset_dir):
-    return load_offline_data(ENV.format(4), tiny_dataset_dir, action_clip_eps=None)
+    return load_offline_data(ENV.format(4), tiny_dataset_dir, action_clip_eps=None, with_val=True)
 
 
 def raw(tiny_dataset_dir, split=""):
@@ -74,6 +74,16 @@ def test_rewards_and_masks_are_relabelled_per_task(tiny_dataset_dir, task):
     np.testing.assert_array_equal(data["masks"], (solved < 2).astype(np.float32))
 
 
+def test_validation_file_is_read_only_when_asked(tiny_dataset_dir, task4):
+    data = load_offline_data(ENV.format(4), tiny_dataset_dir, action_clip_eps=None)
+    assert data.val is None and data.provenance["val_transitions"] is None
+    assert data.provenance["files"] == ["cube-double-play-v0.npz"]
+    assert task4.provenance["val_transitions"] == len(task4.val["rewards"])
+    for k in datasets.FIELDS:  # the same training arrays as when the pair is read
+        assert data.train[k].dtype == task4.train[k].dtype
+        np.testing.assert_array_equal(data.train[k], task4.train[k])
+
+
 def test_tasks_differ_on_the_same_data(tiny_dataset_dir, task4):
     task1 = load_offline_data(ENV.format(1), tiny_dataset_dir).train
     np.testing.assert_array_equal(task1["observations"], task4.train["observations"])
@@ -97,13 +107,15 @@ def test_action_clipping(tiny_dataset_dir, task4):
     clipped = load_offline_data(ENV.format(4), tiny_dataset_dir).train["actions"]
     assert clipped.min() >= -1 + 1e-5 and clipped.max() <= 1 - 1e-5
     np.testing.assert_array_equal(clipped, np.clip(unclipped, -1 + 1e-5, 1 - 1e-5))
-    val = load_offline_data(ENV.format(4), tiny_dataset_dir).val["actions"]
+    val = load_offline_data(ENV.format(4), tiny_dataset_dir, with_val=True).val["actions"]
     assert np.abs(val).max() <= 1 - 1e-5
 
 
 def test_proportion(tiny_dataset_dir, task4):
     full = task4.train
-    half = load_offline_data(ENV.format(4), tiny_dataset_dir, proportion=0.4, action_clip_eps=None)
+    half = load_offline_data(
+        ENV.format(4), tiny_dataset_dir, proportion=0.4, action_clip_eps=None, with_val=True
+    )
     keep = int(len(full["rewards"]) * 0.4)
     assert half.provenance["train_transitions"] == keep
     for k in ("observations", "actions", "rewards", "masks", "next_observations"):

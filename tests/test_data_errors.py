@@ -81,7 +81,7 @@ def test_nonfinite_values_name_field_and_first_row(copy_dir, field, row, value):
 
     rewrite(copy_dir / VAL, poison)
     with pytest.raises(datasets.NonFiniteDataError) as err:
-        load_offline_data(ENV, str(copy_dir))
+        load_offline_data(ENV, str(copy_dir), with_val=True)
     msg = str(err.value)
     assert f"field '{field}'" in msg and f"at row {row} " in msg and "2 bad rows" in msg
     assert VAL in msg

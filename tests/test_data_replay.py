@@ -90,7 +90,8 @@ def test_wrap_around_never_crosses_the_write_pointer():
 
 
 def test_empty_buffer_insert_then_sample():
-    state = replay.empty_replay(transition(0), capacity=8)
+    no_rows = {k: np.asarray(v)[None][:0] for k, v in transition(0).items()}
+    state = replay.init_replay(no_rows, capacity=8)
     for i in range(5):
         state = replay.insert(state, transition(i, terminal=float(i == 2)))
     assert int(state.size) == 5 and int(state.pointer) == 5
@@ -102,6 +103,15 @@ def test_empty_buffer_insert_then_sample():
         np.asarray(batch["valid"])[starts == 2], [[1.0, 0.0]] * int((starts == 2).sum())
     )
     assert jnp.all(batch["next_observations"][starts == 2][:, 0] == 2.5)
+
+
+def test_insert_rejects_a_transition_of_another_shape():
+    state = replay.init_replay(hand_built_data(), capacity=64)
+    wrong = dict(transition(0), observations=np.zeros(3, np.float32))  # the buffer's D is 2
+    with pytest.raises(AssertionError, match="replay.insert: observations"):
+        replay.insert(state, wrong)
+    with pytest.raises(AssertionError, match="replay.insert: rewards"):
+        replay.insert(state, dict(transition(0), rewards=np.zeros(1, np.float32)))
 
 
 def test_vmapped_per_seed_buffers_insert_independently():

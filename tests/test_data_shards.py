@@ -135,7 +135,7 @@ def test_single_shard_never_reloads():
 
 
 def test_generated_shards_load_and_rotate(tiny_shard_dir):
-    offline = load_offline_data(ENV, tiny_shard_dir)
+    offline = load_offline_data(ENV, tiny_shard_dir, with_val=True)
     names = [os.path.basename(p) for p in offline.shard_paths]
     assert names == [f"cube-double-play-v0-00{i}.npz" for i in range(3)]
     assert offline.provenance["data_source"] == "generated"

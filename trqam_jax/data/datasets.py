@@ -1,8 +1,8 @@
 """OGBench single-task datasets: location, validation, loading and the options of the paper.
 
-Loading goes through OGBench's own API (`ogbench.make_env_and_datasets(..., dataset_dir=...)` for a
-single file; `ogbench.load_dataset` + `ogbench.relabel_utils.relabel_dataset` for one shard of a
-large release), so rewards and masks are OGBench's task relabelling: for manipulation, with k
+Loading goes through OGBench's own loaders (`ogbench.load_dataset` +
+`ogbench.relabel_utils.relabel_dataset` per file, what `ogbench.make_env_and_datasets` does for a
+train / val pair), so rewards and masks are OGBench's task relabelling: for manipulation, with k
 subtasks (cubes / buttons / drawer / window) the reward of row t is (number solved in s_t) - k and
 the mask is 0 exactly when all k are solved (success), computed from the row's own state `s_t`.
 
@@ -34,6 +34,13 @@ DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
 ACTION_CLIP_EPS = 1e-5
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
+# Episode counts of the official releases (OGBench data_gen_scripts/commands.sh); 1000 otherwise.
+OFFICIAL_EPISODES = {
+    "cube-triple": 3000,
+    "cube-quadruple": 5000,
+    "puzzle-4x5": 3000,
+    "puzzle-4x6": 5000,
+}
 _DATASET_TYPES = {
     "cube": ("play", "noisy"),
     "scene": ("play", "noisy"),
@@ -180,14 +187,17 @@ def shard_val_path(shard: str) -> str:
     return shard[: -len(".npz")] + "-val.npz"
 
 
+def official_episodes(family: str) -> int:
+    """Number of episodes of the official release of a manipulation family (e.g. `cube-triple`)."""
+    return OFFICIAL_EPISODES.get(family, 1000)
+
+
 def generate_command(spec: EnvSpec, data_dir: str) -> str:
-    """The local-generation command for a manipulation dataset."""
+    """The local-generation command for a manipulation dataset, as large as the official one."""
     family = spec.domain.rsplit("-", 1)[0]
-    episodes = {"cube-triple": 3000, "cube-quadruple": 5000, "puzzle-4x5": 3000}
-    episodes["puzzle-4x6"] = 5000
     return (
         f"python -m experiments.make_dataset --env={spec.dataset_name} "
-        f"--episodes={episodes.get(family, 1000)} --seed=0 --out={data_dir} --workers=2"
+        f"--episodes={official_episodes(family)} --seed=0 --out={data_dir} --workers=2"
     )
 
 
@@ -364,14 +374,18 @@ def check_against_env(shapes: dict, env, path: str) -> None:
         )
 
 
-def load_shard(path: str, spec: EnvSpec, env, validate: bool = True) -> dict:
-    """One shard (or any single file) -> relabelled transition dict, through ogbench's loaders."""
+def load_shard(path: str, spec: EnvSpec, env, validate: bool = True, ob_dtype=np.float32) -> dict:
+    """One shard (or any single file) -> relabelled transition dict, through ogbench's loaders.
+
+    `ob_dtype` is the observations' dtype (`ogbench.make_env_and_datasets` reads pixel
+    observations as uint8).
+    """
     from ogbench.relabel_utils import relabel_dataset
     from ogbench.utils import load_dataset
 
     if validate:
         check_against_env(validate_npz(path, required_file_keys(spec)), env, path)
-    data = load_dataset(path, add_info=True)
+    data = load_dataset(path, ob_dtype=ob_dtype, add_info=True)
     relabel_dataset(spec.env_id, env, data)
     return {k: data[k] for k in FIELDS}
 
@@ -391,7 +405,7 @@ def read_generator_provenance(directory: str, dataset_name: str) -> dict | None:
 
 @dataclass
 class OfflineData:
-    """What the launcher needs: env, train / val transitions (numpy), provenance, shards."""
+    """What the launcher needs: env, train (val when asked) transitions, provenance, shards."""
 
     env: object
     train: dict
@@ -409,6 +423,7 @@ def load_offline_data(
     action_clip_eps: float | None = ACTION_CLIP_EPS,
     proportion: float = 1.0,
     validate: bool = True,
+    with_val: bool = False,
 ) -> OfflineData:
     """Make the environment and load its OGBench dataset (official or generated).
 
@@ -419,16 +434,16 @@ def load_offline_data(
         `{dataset}-001.npz`, ... (each optionally with its `-val` file).
       sparse, action_clip_eps, proportion: the options in the module docstring.
       validate: read and check every file before handing it to ogbench (recommended).
+      with_val: also read (and check) the validation file; training never uses it, so by default
+        it is only required to exist (OGBench's layout), not read.
     Returns:
       OfflineData with `train` / `val` dicts of numpy arrays observations (N, D), actions (N, A),
       rewards (N,), terminals (N,), masks (N,), next_observations (N, D); for shards `train` is
       the first shard and `shard_paths` lists the (proportion-selected) shards to rotate through
-      with `shards.ShardRotator`; `val` is None when no validation file exists.
+      with `shards.ShardRotator`; `val` is None unless `with_val` and a validation file exists.
     Raises:
       DataError subclasses (see module docstring).
     """
-    import ogbench
-
     spec = parse_env_name(env_name)
     if not 0.0 < proportion <= 1.0:
         raise ValueError(f"dataset proportion must be in (0, 1], got {proportion}")
@@ -442,19 +457,18 @@ def load_offline_data(
         shard_paths = files.shards[:count]
         train = load_shard(shard_paths[0], spec, env, validate)
         val_path = shard_val_path(shard_paths[0])
-        val = load_shard(val_path, spec, env, validate) if os.path.isfile(val_path) else None
+        val = None
+        if with_val and os.path.isfile(val_path):
+            val = load_shard(val_path, spec, env, validate)
         used = list(shard_paths)
     else:
+        # The arrays ogbench.make_env_and_datasets(dataset_dir=...) returns, file by file; it
+        # reads pixel observations as uint8.
         shard_paths = ()
-        if validate:
-            for path in (files.train, files.val):
-                check_against_env(validate_npz(path, required_file_keys(spec)), env, path)
-        # Both files exist, so ogbench will not try to download anything.
-        train, val = ogbench.make_env_and_datasets(
-            env_name, dataset_dir=directory, dataset_only=True, cur_env=env
-        )
-        train = take_proportion({k: train[k] for k in FIELDS}, proportion)
-        used = [files.train, files.val]
+        ob_dtype = np.uint8 if "visual" in spec.env_id else np.float32
+        train = take_proportion(load_shard(files.train, spec, env, validate, ob_dtype), proportion)
+        val = load_shard(files.val, spec, env, validate, ob_dtype) if with_val else None
+        used = [files.train, files.val] if with_val else [files.train]
 
     train = postprocess(train, sparse, action_clip_eps)
     val = None if val is None else postprocess(val, sparse, action_clip_eps)

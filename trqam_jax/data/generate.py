@@ -30,6 +30,7 @@ from trqam_jax.data.datasets import (
     LocomotionGenerationError,
     UnknownEnvironmentError,
     close_matches,
+    official_episodes,
     provenance_path,
 )
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
@@ -48,13 +49,6 @@ MANIPULATION_FAMILIES = (
     "puzzle-4x5",
     "puzzle-4x6",
 )
-# Episode counts of the official releases (OGBench data_gen_scripts/commands.sh).
-OFFICIAL_EPISODES = {
-    "cube-triple": 3000,
-    "cube-quadruple": 5000,
-    "puzzle-4x5": 3000,
-    "puzzle-4x6": 5000,
-}
 GENERATOR_VERSION = "trqam_jax.data.generate/1"
 
 
@@ -71,11 +65,6 @@ class GenerationSpec:
     min_norm: float = 0.4
     p_random_action: float = 0.0
     max_episode_steps: int = 1001
-
-
-def official_episodes(family: str) -> int:
-    """Number of episodes of the official release of a manipulation family."""
-    return OFFICIAL_EPISODES.get(family, 1000)
 
 
 def generation_spec(name: str, max_episode_steps: int = 1001) -> GenerationSpec:

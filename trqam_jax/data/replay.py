@@ -16,6 +16,7 @@ Inside a jitted step, `insert` updates the buffer in place when the state is don
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,15 +67,6 @@ def init_replay(offline: dict, capacity: int) -> ReplayState:
     return ReplayState(data, jnp.int32(n), jnp.int32(n % capacity))
 
 
-def empty_replay(example: dict, capacity: int) -> ReplayState:
-    """An empty buffer shaped after one example transition (unbatched arrays)."""
-    data = {
-        k: jnp.zeros((capacity, *np.shape(example[k])), jnp.asarray(example[k]).dtype)
-        for k in FIELDS
-    }
-    return ReplayState(data, jnp.int32(0), jnp.int32(0))
-
-
 def capacity_of(state: ReplayState) -> int:
     """Static capacity (number of rows) of a buffer."""
     return state.data["rewards"].shape[0]
@@ -91,6 +83,10 @@ def insert(state: ReplayState, transition: dict) -> ReplayState:
     Returns:
       the new ReplayState.
     """
+    for k in FIELDS:  # a value of another shape would be broadcast into the row silently
+        chex.assert_shape(
+            transition[k], state.data[k].shape[1:], custom_message=f"replay.insert: {k}"
+        )
     capacity = capacity_of(state)
     data = {
         k: state.data[k].at[state.pointer].set(jnp.asarray(transition[k], state.data[k].dtype))
