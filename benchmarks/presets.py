@@ -9,7 +9,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from configs.agent_defaults import adjoint_matching_defaults
+from configs import trqam as trqam_config
 from trqam_jax.agents import trqam
 
 SIZES = ("paper", "small")
@@ -18,7 +18,7 @@ OBS_DIM, ACTION_DIM, HORIZON = 37, 5, 5
 
 def agent_config(size: str, unroll: int = 1, compute_dtype: str = "float32"):
     """TRQAM agent config of a preset ("paper" or "small") with a flow-loop unroll factor."""
-    config = adjoint_matching_defaults("trqam")
+    config = trqam_config.defaults()
     if size == "small":
         config.actor_hidden_dims = config.critic_hidden_dims = (64, 64)
         config.num_qs = 3

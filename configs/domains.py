@@ -103,12 +103,22 @@ def agent_overrides(domain: str) -> dict:
         "horizon": 1 if domain.startswith(_LOCOMOTION) else 5,
         "discount": 0.999 if humanoid else 0.995,
         "rho": 0.0 if humanoid else 0.5,
-        "kl_budget": TRQAM_KL_BUDGET.get(domain, 1.0),
-        "inv_temp": QAM_INV_TEMP.get(domain, 1.0),
     }
     if domain in _LARGE_DATA:
         overrides.update(actor_hidden_dims=(1024,) * 4, actor_layer_norm=True)
     return overrides
+
+
+def trqam_overrides(domain: str) -> dict:
+    """TRQAM's per-domain KL budget (1.0 where the paper states none)."""
+    check_domain(domain)
+    return {"kl_budget": TRQAM_KL_BUDGET.get(domain, 1.0)}
+
+
+def qam_overrides(domain: str) -> dict:
+    """QAM's per-domain inverse temperature (1.0 off the QAM paper's domains)."""
+    check_domain(domain)
+    return {"inv_temp": QAM_INV_TEMP.get(domain, 1.0)}
 
 
 def data_overrides(domain: str) -> dict:

@@ -3,18 +3,16 @@
 The FQL paper's setting (Park, Li, Levine 2025): single-step actions (H = 1), 2 critics with target
 aggregation `q_agg` (min on antmaze, else mean), its discounts, 4x512 networks, plain Adam, the
 environments' default rewards, and alpha per domain (see configs/domains.py for every source).
-The agent config also carries the shared adjoint-matching keys (dual, bc_only, ...), so that the
-shared BC pretraining stage (an adjoint-matching state in bc_only mode) can be built from it.
 """
 
 from configs import domains
-from configs.agent_defaults import adjoint_matching_defaults
+from configs.agent_defaults import shared_defaults
 from configs.run_defaults import run_config
 
 
 def fql_defaults(preset: str):
     """Agent defaults of an FQL preset ("original" or "chunked") before per-domain values."""
-    config = adjoint_matching_defaults("fql")
+    config = shared_defaults("fql")
     config.preset = preset
     config.alpha = 10.0  # distillation coefficient (FQL's default; tuned per domain)
     config.q_agg = "mean"  # "mean": target mean - rho * std over the ensemble; "min": minimum

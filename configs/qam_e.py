@@ -5,15 +5,19 @@
 -edit_target_entropy_multiplier * dim(A) with dim(A) = H * |a|.
 """
 
-from configs import domains
-from configs.agent_defaults import adjoint_matching_defaults
+from configs import domains, qam
 from configs.run_defaults import run_config
 
 
-def get_config(domain=None):
-    agent = adjoint_matching_defaults("qam_e")
+def defaults():
+    """QAM-E's agent config before per-domain values: QAM's plus the edit policy's."""
+    agent = qam.defaults("qam_e")
     agent.edit_scale = 0.1
     agent.edit_target_entropy_multiplier = 0.5
-    config = run_config(agent, domain)
+    return agent
+
+
+def get_config(domain=None):
+    config = run_config(defaults(), domain)
     config.agent.update(domains.qam_e_overrides(config.domain))
     return config

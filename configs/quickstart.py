@@ -10,12 +10,11 @@ evaluation success (20 episodes per seed) of 0.00 at 5K fine-tuning steps, 0.05 
 30-episode generated dataset; it is not a benchmark result.
 """
 
-from configs.agent_defaults import adjoint_matching_defaults
-from configs.run_defaults import run_config
+from configs import trqam
 
 
 def get_config(arg=None):
-    config = run_config(adjoint_matching_defaults("trqam"), "cube-single-play")
+    config = trqam.get_config("cube-single-play")
     config.agent.actor_hidden_dims = (128, 128)
     config.agent.critic_hidden_dims = (128, 128)
     config.agent.num_qs = 4

@@ -1,8 +1,18 @@
 """TRQAM: `--config=configs/trqam.py[:DOMAIN]` (see configs/domains.py for the domains)."""
 
+from configs import domains
 from configs.agent_defaults import adjoint_matching_defaults
 from configs.run_defaults import run_config
 
 
+def defaults():
+    """TRQAM's agent config before per-domain values."""
+    agent = adjoint_matching_defaults("trqam")
+    agent.kl_budget = 1.0  # epsilon, the path-KL budget (per-domain values in domains.py)
+    return agent
+
+
 def get_config(domain=None):
-    return run_config(adjoint_matching_defaults("trqam"), domain)
+    config = run_config(defaults(), domain)
+    config.agent.update(domains.trqam_overrides(config.domain))
+    return config

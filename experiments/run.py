@@ -12,7 +12,6 @@ the local devices; rerunning the same command resumes from the latest checkpoint
 docs/run_directory.md for what a run writes.
 """
 
-import copy
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from tqdm import tqdm
 from configs import domains
 from trqam_jax import checkpoint, run_dir, train
 from trqam_jax.agents import get_agent
-from trqam_jax.agents import trqam as bc_agent
+from trqam_jax.agents import bc as bc_agent
 from trqam_jax.data import names
 from trqam_jax.data.datasets import DataError, load_offline_data, resolve_data_dir
 from trqam_jax.data.shards import ShardRotator, shard_loader
@@ -255,12 +254,10 @@ def pretrained_base(config, context, key):
         return checkpoint.load_base_params(config.init_from, context["row_ids"])
     if not config.bc_steps:
         return None
-    bc_config = copy.deepcopy(config)
-    bc_config.agent.bc_only = True
-    stage = Stage("bc", bc_agent, bc_config, context["out"])
+    stage = Stage("bc", bc_agent, config, context["out"])
     init_key, train_key = jax.random.split(key)
     states = train.init_rows(
-        bc_agent, bc_config.agent, init_key, context["row_ids"], *context["examples"]
+        bc_agent, config.agent, init_key, context["row_ids"], *context["examples"]
     )
     states, _ = run_stage(
         stage,
@@ -352,7 +349,9 @@ def run(config) -> dict:
     if jax.process_count() > 1 and config.rows_parts == 1:
         # Multi-host (jax.distributed): each process runs its own block of independent rows.
         config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
-    all_budgets = train.row_budgets(config.kl_budgets, config.agent.kl_budget, config.seeds)
+    all_budgets = train.row_budgets(
+        config.kl_budgets, config.agent.get("kl_budget", float("nan")), config.seeds
+    )
     row_ids = train.part_rows(len(all_budgets), config.rows_part, config.rows_parts)
     budgets = all_budgets[row_ids]
     seeds = train.row_seeds(len(all_budgets), config.seeds)[row_ids]

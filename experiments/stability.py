@@ -5,7 +5,7 @@
     python -m experiments.stability --betas=1,10,100 --budgets=0.1,0.3,1 --seeds=3 --out=docs
 
 Pipeline (trqam_jax.bandit defines the task):
-1. BC-pretrain one flow policy per seed (`bc_only`), all seeds in one vmapped scan.
+1. BC-pretrain one flow policy per seed (`agents.bc`), all seeds in one vmapped scan.
 2. Fine-tune from it with QAM at every beta and TRQAM at every budget epsilon, every seed: one
    `jax.jit(jax.vmap(scan of update))` program per agent, rows = (value, seed) stacked on a leading
    axis with the swept value in `state.hparams`.
@@ -18,6 +18,7 @@ Writes `stability.png`, `stability_table.md` and `stability.npz` to `--out`.
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
 import time
@@ -26,9 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.agent_defaults import adjoint_matching_defaults
-from trqam_jax import bandit, networks
-from trqam_jax.agents import adjoint_matching
+from trqam_jax import bandit, networks, train
+from trqam_jax.agents import adjoint_matching, bc
 
 AGENTS = ("qam", "trqam")
 SWEPT = {"qam": "inv_temp", "trqam": "kl_budget"}
@@ -60,13 +60,13 @@ class Settings:
 QUICK = dict(bc_steps=600, steps=600, eval_every=100, seeds=2, eval_samples=256)
 
 
-def agent_config(kind: str, s: Settings, bc_only: bool = False):
+def agent_config(kind: str, s: Settings):
     """The library's agent defaults shrunk for a CPU bandit (2 x `hidden`, `num_qs` critics).
 
     Agent hyperparameters keep the paper values (eta_lambda = 0.01 included) except the learning
     rate, 1e-3 so that a few thousand steps suffice.
     """
-    config = adjoint_matching_defaults(kind)
+    config = importlib.import_module(f"configs.{kind}").defaults()
     config.horizon = 1
     config.batch_size = s.batch_size
     config.actor_hidden_dims = (s.hidden, s.hidden)
@@ -75,7 +75,6 @@ def agent_config(kind: str, s: Settings, bc_only: bool = False):
     config.flow_steps = s.flow_steps
     config.lr = s.lr
     config.eta_lambda = s.eta_lambda
-    config.bc_only = bc_only
     return config
 
 
@@ -83,26 +82,20 @@ def _example_inputs():
     return jnp.zeros(bandit.OBS_DIM), jnp.zeros((1, bandit.ACTION_DIM))
 
 
-def _scan_updates(state, dataset, key, steps: int, batch_size: int):
-    """`steps` updates on fresh batches in one lax.scan: -> (state, per-step metrics)."""
-
-    def body(state, step_key):
-        batch_key, update_key = jax.random.split(step_key)
-        return adjoint_matching.update(
-            state, bandit.sample_batch(dataset, batch_key, batch_size), update_key
-        )
-
-    return jax.lax.scan(body, state, jax.random.split(key, steps))
+def _scan_updates(agent, state, dataset, key, steps: int, batch_size: int):
+    """`steps` updates of `agent` on fresh batches in one lax.scan: -> (state, per-step metrics)."""
+    sample = lambda batch_key: bandit.sample_batch(dataset, batch_key, batch_size)
+    return train.scan_updates(agent.update, sample, state, jax.random.split(key, steps))
 
 
 def pretrain(s: Settings, dataset, keys):
     """BC-pretrained base fields, one per seed: keys (S, 2) -> base params with leading axis S."""
-    config = agent_config("trqam", s, bc_only=True)
+    config = agent_config("trqam", s)
 
     def one(key):
         init_key, run_key = jax.random.split(key)
-        state = adjoint_matching.init(init_key, config, *_example_inputs(), kind="trqam")
-        state, metrics = _scan_updates(state, dataset, run_key, s.bc_steps, s.batch_size)
+        state = bc.init(init_key, config, *_example_inputs())
+        state, metrics = _scan_updates(bc, state, dataset, run_key, s.bc_steps, s.batch_size)
         return state.params["base"], metrics["bc_loss"]
 
     return jax.jit(jax.vmap(one))(keys)
@@ -206,7 +199,9 @@ def finetune(kind: str, s: Settings, spec, dataset, bases, values, key):
 
         def block(state, block_key):
             update_key, eval_key = jax.random.split(block_key)
-            state, metrics = _scan_updates(state, dataset, update_key, s.eval_every, s.batch_size)
+            state, metrics = _scan_updates(
+                adjoint_matching, state, dataset, update_key, s.eval_every, s.batch_size
+            )
             ev = evaluate(state, spec, contexts, reference, eval_key)
             return state, ({k: metrics[k] for k in TRAIN_METRICS}, ev)
 

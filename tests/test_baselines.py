@@ -9,7 +9,7 @@ import pytest
 
 from configs import domains
 from tests.tiny import ACTION_DIM, HORIZON, OBS_DIM, synthetic_batch
-from trqam_jax.agents import adjoint_matching, fql, get_agent, qam, qam_e, trqam
+from trqam_jax.agents import adjoint_matching, bc, fql, get_agent, qam, qam_e, trqam
 
 D = HORIZON * ACTION_DIM
 TINY = dict(
@@ -24,7 +24,7 @@ TINY = dict(
 
 
 # One jitted function per agent: each static config then compiles once for the whole file.
-UPDATE = {agent: jax.jit(agent.update) for agent in (fql, qam_e, qam, trqam)}
+UPDATE = {agent: jax.jit(agent.update) for agent in (fql, qam_e, qam, trqam, bc)}
 SWEPT_UPDATE = {agent: jax.jit(jax.vmap(agent.update)) for agent in (fql, qam_e)}
 
 
@@ -195,9 +195,9 @@ def test_fql_actor_terms_do_not_train_the_critic():
     jax.tree.map(np.testing.assert_allclose, low.params["target_critic"], expected)
 
 
-def test_fql_config_rejects_bc_only():
-    with pytest.raises(ValueError, match="bc_only"):
-        fql.fql_config(fql_tiny(bc_only=True), OBS_DIM, HORIZON, ACTION_DIM)
+def test_fql_config_rejects_an_unknown_target_aggregation():
+    with pytest.raises(ValueError, match="q_agg"):
+        fql.fql_config(fql_tiny(q_agg="max"), *examples())
 
 
 # ----- QAM-E -----
@@ -304,13 +304,13 @@ def test_vmap_over_seeds_equals_separate_runs(agent, make, swept):
 
 
 def test_bc_checkpoint_loads_into_every_agent():
-    """The base of a bc_only TRQAM state initialises every agent's BC flow."""
-    bc_state = fresh(trqam, tr_tiny(bc_only=True), seed=7)
-    bc_state, _ = UPDATE[trqam](bc_state, batch_of(jax.random.PRNGKey(8)), jax.random.PRNGKey(9))
+    """The base of a BC state initialises every agent's BC flow."""
+    bc_state = fresh(bc, tr_tiny(), seed=7)
+    bc_state, _ = UPDATE[bc](bc_state, batch_of(jax.random.PRNGKey(8)), jax.random.PRNGKey(9))
     base = bc_state.params["base"]
     obs = jax.random.normal(jax.random.PRNGKey(10), (16, OBS_DIM))
     key = jax.random.PRNGKey(11)
-    bc_actions = trqam.act(bc_state, obs, key)
+    bc_actions = bc.act(bc_state, obs, key)
     configs = {"trqam": tr_tiny(), "qam": tr_tiny("qam"), "qam_e": qam_e_tiny(), "fql": fql_tiny()}
     for name, config in configs.items():
         agent = get_agent(name)
@@ -321,7 +321,9 @@ def test_bc_checkpoint_loads_into_every_agent():
             _, metrics = UPDATE[agent](state, batch_of(jax.random.PRNGKey(12)), key)
             assert np.isfinite(metrics["critic_loss"]), name
         if name == "fql":
-            np.testing.assert_array_equal(fql.bc_act(state, obs, key), bc_actions)
+            # FQL's distillation target is the Euler sampler of its BC flow, now the BC policy.
+            as_bc = bc_state.replace(params={"base": state.params["base"]})
+            np.testing.assert_array_equal(bc.act(as_bc, obs, key), bc_actions)
         else:
             np.testing.assert_array_equal(adjoint_matching.act(state, obs, key), bc_actions)
     # QAM-E without edit acts as its flow policy, the BC policy at load time.
@@ -329,7 +331,7 @@ def test_bc_checkpoint_loads_into_every_agent():
     no_edit = no_edit.replace(hparams=dict(no_edit.hparams, edit_scale=jnp.asarray(0.0)))
     assert {"edit", "edit_log_alpha"} <= set(no_edit.params)
     flow_key = jax.random.split(key)[0]
-    np.testing.assert_array_equal(qam_e.act(no_edit, obs, key), trqam.act(bc_state, obs, flow_key))
+    np.testing.assert_array_equal(qam_e.act(no_edit, obs, key), bc.act(bc_state, obs, flow_key))
 
 
 @pytest.mark.parametrize("agent,make", [(fql, fql_tiny), (qam_e, qam_e_tiny)], ids=["fql", "qam_e"])
@@ -391,8 +393,7 @@ def test_per_domain_values_are_the_published_ones():
         assert original.agent.horizon == 1 and not original.sparse
         assert original.agent.q_agg == ("min" if domain.startswith("antmaze") else "mean")
         assert original.agent.discount == (0.99 if i in (0, 4, 5, 6, 7, 8, 9) else 0.995)
-        # The shared TRQAM / QAM behaviour of agent_overrides is unchanged.
-        assert domains.agent_overrides(domain)["inv_temp"] == qam_inv_temp[i]
+        assert domains.qam_overrides(domain)["inv_temp"] == qam_inv_temp[i]
     assert load("trqam", "cube-triple-play").agent.kl_budget == 0.5
     with pytest.raises(ValueError, match="preset"):
         domains.fql_overrides("cube-double-play", "bogus")

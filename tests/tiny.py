@@ -1,17 +1,17 @@
 """Tiny agent configurations and synthetic chunked batches shared by the core tests."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from configs.agent_defaults import adjoint_matching_defaults
 
 OBS_DIM, HORIZON, ACTION_DIM = 6, 3, 2
 
 
 def tiny_config(agent_name="trqam", **overrides):
     """Paper defaults shrunk to 2x32 networks and 3 critics so a compile takes seconds."""
-    config = adjoint_matching_defaults(agent_name)
+    config = importlib.import_module(f"configs.{agent_name}").defaults()
     config.actor_hidden_dims = (32, 32)
     config.critic_hidden_dims = (32, 32)
     config.num_qs = 3

@@ -5,6 +5,7 @@ cost through the *reference* memoryless drift, so it needs one VJP of the refere
 and no gradient through the fine field.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -71,6 +72,8 @@ def adjoint_matching_loss(dv, adjs, sigma):
     Returns:
       scalar loss.
     """
+    chex.assert_equal_shape([dv, adjs])
+    chex.assert_shape(sigma, dv.shape[:1])
     s = sigma[:, None, None]
     residual = 2.0 * dv / s + s * adjs
     return jnp.mean(jnp.sum(jnp.square(residual), axis=(0, 2)))

@@ -2,18 +2,22 @@
 
 from typing import NamedTuple
 
+import chex
 import jax.numpy as jnp
 
 
 class DualConfig(NamedTuple):
-    """Static hyperparameters of the dual update; the budget itself is traced (sweepable)."""
+    """Static hyperparameters of the dual update; the budget itself is traced (sweepable).
 
-    eta: float = 0.01
-    ema_coef: float = 0.1
-    clip_coef: float = 2.0
-    lam_min: float = 0.01
-    lam_max: float = 100.0
-    lam_scale: float = 3.0
+    Field names are the agent config's (configs/trqam.py owns the defaults).
+    """
+
+    eta_lambda: float
+    kl_ema_coef: float
+    kl_clip_coef: float
+    lambda_min: float
+    lambda_max: float
+    lam_scale: float
 
 
 def path_kl(dv, g_sq, num_steps: int, horizon: int):
@@ -30,6 +34,9 @@ def path_kl(dv, g_sq, num_steps: int, horizon: int):
     Returns:
       scalar D_hat.
     """
+    chex.assert_rank(dv, 3)
+    chex.assert_shape(g_sq, (num_steps,))
+    chex.assert_axis_dimension(dv, 0, num_steps)
     h = 1.0 / num_steps
     per_path = jnp.sum((2.0 * h / g_sq)[:, None] * jnp.sum(jnp.square(dv), axis=-1), axis=0)
     return jnp.mean(per_path) / horizon
@@ -53,9 +60,11 @@ def dual_update(lam, kl_ema, kl_estimate, budget, config: DualConfig):
       kl_estimate: scalar D_hat of this step.
       budget: scalar epsilon (traced, so that budgets can be vmapped like seeds).
     Returns:
-      (lam, kl_ema, clipped) with `clipped` True where D_hat exceeded clip_coef * epsilon.
+      (lam, kl_ema, clipped) with `clipped` True where D_hat exceeded kl_clip_coef * epsilon.
     """
-    kl_clipped = jnp.minimum(kl_estimate, config.clip_coef * budget)
-    kl_ema = ema_update(kl_ema, kl_clipped, config.ema_coef)
-    lam = jnp.clip(lam + config.eta * (kl_ema - budget), config.lam_min, config.lam_max)
-    return lam, kl_ema, kl_estimate > config.clip_coef * budget
+    kl_clipped = jnp.minimum(kl_estimate, config.kl_clip_coef * budget)
+    kl_ema = ema_update(kl_ema, kl_clipped, config.kl_ema_coef)
+    lam = jnp.clip(
+        lam + config.eta_lambda * (kl_ema - budget), config.lambda_min, config.lambda_max
+    )
+    return lam, kl_ema, kl_estimate > config.kl_clip_coef * budget

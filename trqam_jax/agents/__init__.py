@@ -1,4 +1,7 @@
-"""Agents: each module exposes pure `init`, `update` and `act` functions (see trqam.py)."""
+"""Agents: each module exposes pure `init`, `update` and `act` functions (README: contract).
+
+`bc` is the pretraining stage every fine-tuning agent starts from (`with_pretrained_base`).
+"""
 
 import importlib
 

@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -23,62 +22,27 @@ import optax
 
 from trqam_jax import networks
 from trqam_jax.adjoint import adjoint_matching_loss, lean_adjoint, terminal_adjoint
+from trqam_jax.agents import common
+from trqam_jax.agents.common import SharedConfig, field
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import euler_sample, flow_matching_loss, flow_times
 from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
 from trqam_jax.trust_region import DualConfig, dual_update, effective_lambda, ema_update, path_kl
 
 AGENT_KINDS = ("trqam", "qam")
-TRAINABLE = ("critic", "base", "fine")
-TARGET_PREFIX = "target_"
-
-
-@dataclasses.dataclass(frozen=True)
-class SharedConfig:
-    """Static fields every agent has: shapes, networks, optimizer, TD learning (hashable)."""
-
-    obs_dim: int
-    horizon: int
-    action_dim: int
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    actor_layer_norm: bool = False
-    critic_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    critic_layer_norm: bool = True
-    num_qs: int = 10
-    flow_steps: int = 10
-    lr: float = 3e-4
-    grad_clip: float = 1.0
-    discount: float = 0.995
-    rho: float = 0.5
-    tau: float = 0.005
-    flow_unroll: int = 1
-    compute_dtype: str = "float32"  # matmul dtype; parameters and losses stay float32
-
-    @property
-    def chunk_dim(self) -> int:
-        """d = H * |a|, the dimension of a flattened action chunk."""
-        return self.horizon * self.action_dim
-
-    def field_module(self) -> networks.MLP:
-        """The actor architecture's vector field v(s, x, t) (base, fine, FQL's BC flow)."""
-        return networks.vector_field_module(
-            self.actor_hidden_dims, self.chunk_dim, self.actor_layer_norm, self.compute_dtype
-        )
-
-    def critic_module(self) -> networks.MLP:
-        """One member of the critic ensemble."""
-        return networks.critic_module(
-            self.critic_hidden_dims, self.critic_layer_norm, self.compute_dtype
-        )
+# The traced value of each kind that a sweep varies (configs/trqam.py, configs/qam.py).
+SWEPT = {"trqam": "kl_budget", "qam": "inv_temp"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AgentConfig(SharedConfig):
-    """Static agent configuration (hashable: it is part of the state's tree structure)."""
+    """Static agent configuration (hashable: it is part of the state's tree structure).
+
+    QAM keeps the dual's KL EMA as a diagnostic (`dual.kl_ema_coef`) and never moves lambda.
+    """
 
     kind: str
-    dual: DualConfig = DualConfig()
-    bc_only: bool = False
+    dual: DualConfig
 
 
 @flax.struct.dataclass
@@ -94,78 +58,6 @@ class AgentState:
     config: AgentConfig = flax.struct.field(pytree_node=False)
 
 
-def shared_fields(config, obs_dim: int, horizon: int, action_dim: int) -> dict:
-    """The `SharedConfig` fields from an ml_collections agent config, as keyword arguments.
-
-    Checks that `config.horizon` (when set) matches the example chunk's length.
-    """
-    if config.get("horizon", horizon) != horizon:
-        raise ValueError(
-            f"config.horizon={config.horizon} but example_actions has {horizon} steps; "
-            "sample chunks of config.horizon actions or change config.horizon"
-        )
-    return dict(
-        obs_dim=obs_dim,
-        horizon=horizon,
-        action_dim=action_dim,
-        actor_hidden_dims=tuple(config.actor_hidden_dims),
-        actor_layer_norm=bool(config.actor_layer_norm),
-        critic_hidden_dims=tuple(config.critic_hidden_dims),
-        critic_layer_norm=bool(config.critic_layer_norm),
-        num_qs=int(config.num_qs),
-        flow_steps=int(config.flow_steps),
-        lr=float(config.lr),
-        grad_clip=float(config.grad_clip),
-        discount=float(config.discount),
-        rho=float(config.rho),
-        tau=float(config.tau),
-        flow_unroll=int(config.flow_unroll),
-        compute_dtype=networks.check_compute_dtype(config.get("compute_dtype", "float32")),
-    )
-
-
-def agent_config(config, kind: str, obs_dim: int, horizon: int, action_dim: int) -> AgentConfig:
-    """Static `AgentConfig` from an ml_collections agent config (see configs/trqam.py)."""
-    if kind not in AGENT_KINDS:
-        raise ValueError(f"unknown adjoint-matching agent {kind!r}; expected one of {AGENT_KINDS}")
-    return AgentConfig(
-        kind=kind,
-        **shared_fields(config, obs_dim, horizon, action_dim),
-        dual=DualConfig(
-            eta=float(config.eta_lambda),
-            ema_coef=float(config.kl_ema_coef),
-            clip_coef=float(config.kl_clip_coef),
-            lam_min=float(config.lambda_min),
-            lam_max=float(config.lambda_max),
-            lam_scale=float(config.lam_scale),
-        ),
-        bc_only=bool(config.bc_only),
-    )
-
-
-def optimizer(lr: float, grad_clip: float) -> optax.GradientTransformation:
-    """Adam after global-norm clipping at `grad_clip`; `grad_clip <= 0` means plain Adam.
-
-    Every agent builds its single optimizer here (the FQL references use plain Adam).
-    """
-    if grad_clip <= 0:
-        return optax.adam(lr)
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
-
-
-def make_optimizer(cfg: AgentConfig) -> optax.GradientTransformation:
-    """One Adam over critic + base + fine after global-norm clipping."""
-    return optimizer(cfg.lr, cfg.grad_clip)
-
-
-def trainable(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameter sets the optimizer updates: all but the EMA targets.
-
-    For TRQAM / QAM these are `TRAINABLE`; an `Extension` adds its own sets to the same dict.
-    """
-    return {k: v for k, v in params.items() if not k.startswith(TARGET_PREFIX)}
-
-
 @dataclasses.dataclass(frozen=True)
 class Extension:
     """Extra trainable parts an agent adds to the adjoint-matching step (e.g. QAM-E's edit).
@@ -179,15 +71,6 @@ class Extension:
 
     policy: Callable
     loss: Callable
-
-
-def _modules(cfg: AgentConfig):
-    return cfg.field_module(), cfg.critic_module()
-
-
-def _field(module, params, obs):
-    """Close a vector field over its parameters and observations: (x, t) -> v."""
-    return lambda x, t: networks.apply_vector_field(module, params, obs, x, t)
 
 
 def _stacked_field(module, params, obs, xs, times):
@@ -208,17 +91,19 @@ def init(key, config, example_obs, example_actions, kind: str) -> AgentState:
       example_actions: (H, A) one action chunk.
       kind: "trqam" or "qam".
     """
-    chex.assert_rank(example_obs, 1)
-    chex.assert_rank(example_actions, 2)
-    horizon, action_dim = example_actions.shape
-    cfg = agent_config(config, kind, example_obs.shape[0], horizon, action_dim)
-    field, critic = _modules(cfg)
-    critic_key, base_key, fine_key = jax.random.split(key, 3)
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"unknown adjoint-matching agent {kind!r}; expected one of {AGENT_KINDS}")
+    dual = DualConfig(**{name: float(config[name]) for name in DualConfig._fields})
+    cfg = common.from_config(
+        AgentConfig, config, example_obs, example_actions, kind=kind, dual=dual
+    )
+    module, critic = cfg.field_module(), cfg.critic_module()
+    critic_key, base_key, fine_key = common.init_keys(key)
     critic_params = networks.init_critic_ensemble(
         critic_key, critic, cfg.num_qs, cfg.obs_dim, cfg.chunk_dim
     )
-    base_params = networks.init_vector_field(base_key, field, cfg.obs_dim, cfg.chunk_dim)
-    fine_params = networks.init_vector_field(fine_key, field, cfg.obs_dim, cfg.chunk_dim)
+    base_params = networks.init_vector_field(base_key, module, cfg.obs_dim, cfg.chunk_dim)
+    fine_params = networks.init_vector_field(fine_key, module, cfg.obs_dim, cfg.chunk_dim)
     params = {
         "critic": critic_params,
         "target_critic": critic_params,
@@ -226,13 +111,13 @@ def init(key, config, example_obs, example_actions, kind: str) -> AgentState:
         "target_base": base_params,
         "fine": fine_params,
     }
-    hparams = {"kl_budget": config.kl_budget} if kind == "trqam" else {"inv_temp": config.inv_temp}
+    swept = SWEPT[kind]
     return AgentState(
         params=params,
-        opt_state=make_optimizer(cfg).init(trainable(params)),
+        opt_state=common.optimizer(cfg).init(common.trainable(params)),
         lam=jnp.asarray(config.lam_init, jnp.float32),
         kl_ema=jnp.zeros((), jnp.float32),
-        hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+        hparams={swept: jnp.asarray(config[swept], jnp.float32)},
         step=jnp.zeros((), jnp.int32),
         config=cfg,
     )
@@ -245,40 +130,8 @@ def with_pretrained_base(state: AgentState, base_params) -> AgentState:
     pipeline (BC pretraining, then fine-tuning).
     """
     params = dict(state.params, base=base_params, target_base=base_params, fine=base_params)
-    opt_state = make_optimizer(state.config).init(trainable(params))
+    opt_state = common.optimizer(state.config).init(common.trainable(params))
     return state.replace(params=params, opt_state=opt_state)
-
-
-def check_batch(batch, cfg):
-    """Assert the batch layout; `cfg` is any static config with obs_dim, horizon, action_dim."""
-    batch_size = batch["observations"].shape[0]
-    chex.assert_shape(batch["observations"], (batch_size, cfg.obs_dim))
-    chex.assert_shape(batch["actions"], (batch_size, cfg.horizon, cfg.action_dim))
-    chex.assert_shape(batch["valid"], (batch_size, cfg.horizon))
-    chex.assert_shape([batch["rewards"], batch["masks"]], (batch_size,))
-    chex.assert_shape(batch["next_observations"], (batch_size, cfg.obs_dim))
-
-
-def _bc_update(state: AgentState, batch, key):
-    """L_BC alone on the base field; targets and dual untouched."""
-    cfg = state.config
-    field, _ = _modules(cfg)
-    obs = batch["observations"]
-    actions = batch["actions"].reshape(obs.shape[0], cfg.chunk_dim)
-    weights = batch["valid"][:, -1]
-    tx = make_optimizer(cfg)
-    train_params = trainable(state.params)
-
-    def loss_fn(train):
-        return flow_matching_loss(_field(field, train["base"], obs), actions, weights, key)
-
-    bc_loss, grads = jax.value_and_grad(loss_fn)(train_params)
-    updates, opt_state = tx.update(grads, state.opt_state, train_params)
-    train_params = optax.apply_updates(train_params, updates)
-    state = state.replace(
-        params=dict(state.params, **train_params), opt_state=opt_state, step=state.step + 1
-    )
-    return state, {"bc_loss": bc_loss, "grad_norm": optax.global_norm(grads)}
 
 
 def _temperature(state: AgentState):
@@ -303,23 +156,19 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
       (new state, dict of scalar metrics).
     """
     cfg = state.config
-    check_batch(batch, cfg)
-    if cfg.bc_only:
-        return _bc_update(state, batch, key)
-
-    field, critic = _modules(cfg)
+    common.check_batch(batch, cfg)
+    module, critic = cfg.field_module(), cfg.critic_module()
     params = state.params
     k_steps, h = cfg.flow_steps, 1.0 / cfg.flow_steps
     obs, next_obs = batch["observations"], batch["next_observations"]
     batch_size = obs.shape[0]
-    actions = batch["actions"].reshape(batch_size, cfg.chunk_dim)
-    weights = batch["valid"][:, -1]
+    actions, weights = common.flat_actions(batch, cfg)
     bc_key, next_key, x0_key, sde_key = jax.random.split(key, 4)
 
     # Critic target: the deployed (deterministic) policy at s', scored by the target ensemble.
     next_noise = jax.random.normal(next_key, (batch_size, cfg.chunk_dim))
     next_actions = euler_sample(
-        _field(field, params["fine"], next_obs), next_noise, k_steps, cfg.flow_unroll
+        field(module, params["fine"], next_obs), next_noise, k_steps, cfg.flow_unroll
     )
     if extension is not None:
         # A key of its own, so that TRQAM / QAM draw exactly the same numbers as without hooks.
@@ -332,11 +181,11 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
 
     # Memoryless SDE rollout of the fine field and lean adjoint through the EMA reference.
     lambda_eff, adj_scale = _temperature(state)
-    ref = _field(field, params["target_base"], obs)
+    ref = field(module, params["target_base"], obs)
     x0 = jax.random.normal(x0_key, (batch_size, cfg.chunk_dim))
-    xs = sde_rollout(_field(field, params["fine"], obs), x0, sde_key, k_steps, cfg.flow_unroll)
+    xs = sde_rollout(field(module, params["fine"], obs), x0, sde_key, k_steps, cfg.flow_unroll)
     times = flow_times(k_steps)
-    v_ref = _stacked_field(field, params["target_base"], obs, xs, times)
+    v_ref = _stacked_field(module, params["target_base"], obs, xs, times)
     x_final = final_step(xs[-1], v_ref[-1], k_steps)
     q_fn = lambda a: networks.apply_critic_ensemble(critic, params["target_critic"], obs, a)
     adj_final = adj_scale * terminal_adjoint(q_fn, x_final)
@@ -347,8 +196,8 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
     def loss_fn(train):
         q = networks.apply_critic_ensemble(critic, train["critic"], obs, actions)
         q_loss = critic_loss(q, targets, weights)
-        bc_loss = flow_matching_loss(_field(field, train["base"], obs), actions, weights, bc_key)
-        dv = _stacked_field(field, train["fine"], obs, xs, times) - v_ref
+        bc_loss = flow_matching_loss(field(module, train["base"], obs), actions, weights, bc_key)
+        dv = _stacked_field(module, train["fine"], obs, xs, times) - v_ref
         am_loss = adjoint_matching_loss(dv, adjs, sigma)
         kl = path_kl(jax.lax.stop_gradient(dv), g_sq, k_steps, cfg.horizon)
         aux = {
@@ -365,11 +214,9 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
             total = total + ext_loss
         return total, aux
 
-    tx = make_optimizer(cfg)
-    train_params = trainable(params)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
-    updates, opt_state = tx.update(grads, state.opt_state, train_params)
-    new_trainable = optax.apply_updates(train_params, updates)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(common.trainable(params))
+    new_trainable, opt_state = common.apply_gradients(state, cfg, grads)
 
     # Targets blend the online parameters from before this step's update (as the reference does).
     new_params = dict(
@@ -385,7 +232,7 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
         metrics.update(kl_budget=budget, kl_clipped=clipped.astype(jnp.float32))
     else:
         # QAM has no dual; the KL EMA is kept as a diagnostic of how far the policy drifts.
-        lam, kl_ema = state.lam, ema_update(state.kl_ema, metrics["kl"], cfg.dual.ema_coef)
+        lam, kl_ema = state.lam, ema_update(state.kl_ema, metrics["kl"], cfg.dual.kl_ema_coef)
     new_state = state.replace(
         params=new_params, opt_state=opt_state, lam=lam, kl_ema=kl_ema, step=state.step + 1
     )
@@ -400,7 +247,7 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
 
 
 def act(state: AgentState, observations, key):
-    """Deterministic Euler sample of the deployed field (fine; base while BC pretraining).
+    """Deterministic Euler sample of the fine field from noise drawn with `key`.
 
     Args:
       observations: (N, D).
@@ -408,18 +255,4 @@ def act(state: AgentState, observations, key):
     Returns:
       (N, H, A) action chunks in [-1, 1].
     """
-    cfg = state.config
-    params = state.params["base" if cfg.bc_only else "fine"]
-    noise = jax.random.normal(key, (observations.shape[0], cfg.chunk_dim))
-    actions = sample_field(cfg, params, observations, noise)
-    return actions.reshape(observations.shape[0], cfg.horizon, cfg.action_dim)
-
-
-def sample_field(cfg, field_params, obs, noise):
-    """Clipped deterministic Euler sample (§3) of a vector field of the actor architecture.
-
-    Shared by every agent's flow policy; `cfg` is a `SharedConfig` (`AgentConfig`, FQL's config).
-    Args: obs (N, D), noise (N, d). Returns (N, d) actions in [-1, 1].
-    """
-    field = cfg.field_module()
-    return euler_sample(_field(field, field_params, obs), noise, cfg.flow_steps, cfg.flow_unroll)
+    return common.flow_policy(state.config, state.params["fine"], observations, key)

@@ -14,21 +14,14 @@ papers (10 critics, target mean - rho * std, gamma^H bootstrap, chunks of H acti
 import dataclasses
 from typing import Any
 
-import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from trqam_jax import networks
-from trqam_jax.agents.adjoint_matching import (
-    SharedConfig,
-    check_batch,
-    optimizer,
-    sample_field,
-    shared_fields,
-    trainable,
-)
+from trqam_jax.agents import common
+from trqam_jax.agents.common import SharedConfig, sample_field
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import flow_matching_loss
 
@@ -43,8 +36,8 @@ class FQLConfig(SharedConfig):
     plain Adam, as in both FQL references.
     """
 
-    q_agg: str = "mean"
-    normalize_q_loss: bool = False
+    q_agg: str
+    normalize_q_loss: bool
 
 
 @flax.struct.dataclass
@@ -58,20 +51,11 @@ class FQLState:
     config: FQLConfig = flax.struct.field(pytree_node=False)
 
 
-def fql_config(config, obs_dim: int, horizon: int, action_dim: int) -> FQLConfig:
+def fql_config(config, example_obs, example_actions) -> FQLConfig:
     """Static `FQLConfig` from an ml_collections agent config (configs/fql.py)."""
-    if config.get("bc_only", False):
-        raise ValueError(
-            "FQL has no bc_only mode: pretrain with an adjoint-matching state "
-            "(trqam.init with bc_only=True) and load its base with fql.with_pretrained_base"
-        )
     if config.q_agg not in Q_AGGS:
         raise ValueError(f"q_agg={config.q_agg!r}; expected one of {Q_AGGS}")
-    return FQLConfig(
-        **shared_fields(config, obs_dim, horizon, action_dim),
-        q_agg=str(config.q_agg),
-        normalize_q_loss=bool(config.normalize_q_loss),
-    )
+    return common.from_config(FQLConfig, config, example_obs, example_actions)
 
 
 def _modules(cfg: FQLConfig):
@@ -108,12 +92,9 @@ def init(key, config, example_obs, example_actions) -> FQLState:
       example_obs: (D,) one observation.
       example_actions: (H, A) one action chunk.
     """
-    chex.assert_rank(example_obs, 1)
-    chex.assert_rank(example_actions, 2)
-    horizon, action_dim = example_actions.shape
-    cfg = fql_config(config, example_obs.shape[0], horizon, action_dim)
+    cfg = fql_config(config, example_obs, example_actions)
     field, onestep, critic = _modules(cfg)
-    critic_key, base_key, onestep_key = jax.random.split(key, 3)
+    critic_key, base_key, onestep_key = common.init_keys(key)
     critic_params = networks.init_critic_ensemble(
         critic_key, critic, cfg.num_qs, cfg.obs_dim, cfg.chunk_dim
     )
@@ -125,7 +106,7 @@ def init(key, config, example_obs, example_actions) -> FQLState:
     }
     return FQLState(
         params=params,
-        opt_state=optimizer(cfg.lr, cfg.grad_clip).init(trainable(params)),
+        opt_state=common.optimizer(cfg).init(common.trainable(params)),
         hparams={"alpha": jnp.asarray(config.alpha, jnp.float32)},
         step=jnp.zeros((), jnp.int32),
         config=cfg,
@@ -138,9 +119,8 @@ def with_pretrained_base(state: FQLState, base_params) -> FQLState:
     The one-step policy and the critic keep their fresh initialisation; the optimizer restarts.
     """
     params = dict(state.params, base=base_params)
-    cfg = state.config
     return state.replace(
-        params=params, opt_state=optimizer(cfg.lr, cfg.grad_clip).init(trainable(params))
+        params=params, opt_state=common.optimizer(state.config).init(common.trainable(params))
     )
 
 
@@ -158,13 +138,12 @@ def update(state: FQLState, batch, key):
       (new state, dict of scalar metrics).
     """
     cfg = state.config
-    check_batch(batch, cfg)
+    common.check_batch(batch, cfg)
     field, onestep, critic = _modules(cfg)
     params = state.params
     obs, next_obs = batch["observations"], batch["next_observations"]
     batch_size = obs.shape[0]
-    actions = batch["actions"].reshape(batch_size, cfg.chunk_dim)
-    weights = batch["valid"][:, -1]
+    actions, weights = common.flat_actions(batch, cfg)
     bc_key, next_key, noise_key = jax.random.split(key, 3)
 
     # Critic target: the deployed one-step policy at s', scored by the target ensemble.
@@ -188,7 +167,7 @@ def update(state: FQLState, batch, key):
     def loss_fn(train):
         q = networks.apply_critic_ensemble(critic, train["critic"], obs, actions)
         q_loss = critic_loss(q, targets, weights)
-        bc_field = lambda x, t: networks.apply_vector_field(field, train["base"], obs, x, t)
+        bc_field = common.field(field, train["base"], obs)
         bc_loss = flow_matching_loss(bc_field, actions, weights, bc_key)
         policy_actions = _onestep(onestep, train["onestep"], obs, noise)
         distill_loss = jnp.mean(jnp.square(policy_actions - flow_actions))
@@ -215,25 +194,17 @@ def update(state: FQLState, batch, key):
         }
         return q_loss + bc_loss + actor_loss, aux
 
-    tx = optimizer(cfg.lr, cfg.grad_clip)
-    train_params = trainable(params)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
-    updates, opt_state = tx.update(grads, state.opt_state, train_params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(common.trainable(params))
+    new_trainable, opt_state = common.apply_gradients(state, cfg, grads)
     new_params = dict(
         params,
-        **optax.apply_updates(train_params, updates),
+        **new_trainable,
         # Blends the critic from before this step's update, as the adjoint-matching agents do.
         target_critic=optax.incremental_update(params["critic"], params["target_critic"], cfg.tau),
     )
     metrics.update(grad_norm=optax.global_norm(grads), alpha=alpha)
     return state.replace(params=new_params, opt_state=opt_state, step=state.step + 1), metrics
-
-
-def _act_chunks(state: FQLState, observations, key, policy):
-    """Draw z ~ N(0, I) (N, d) from `key`, map it with `policy(z)` -> (N, d), reshape to chunks."""
-    cfg = state.config
-    noise = jax.random.normal(key, (observations.shape[0], cfg.chunk_dim))
-    return policy(noise).reshape(observations.shape[0], cfg.horizon, cfg.action_dim)
 
 
 def act(state: FQLState, observations, key):
@@ -245,20 +216,9 @@ def act(state: FQLState, observations, key):
     Returns:
       (N, H, A) action chunks in [-1, 1].
     """
-    _, onestep, _ = _modules(state.config)
-    params = state.params["onestep"]
-    policy = lambda z: jnp.clip(_onestep(onestep, params, observations, z), -1.0, 1.0)
-    return _act_chunks(state, observations, key, policy)
-
-
-def bc_act(state: FQLState, observations, key):
-    """The BC flow's Euler sampler (the distillation target), its noise drawn as `trqam.act`'s.
-
-    Args:
-      observations: (N, D).
-      key: PRNG key for the initial noise.
-    Returns:
-      (N, H, A) action chunks in [-1, 1].
-    """
-    policy = lambda z: sample_field(state.config, state.params["base"], observations, z)
-    return _act_chunks(state, observations, key, policy)
+    cfg = state.config
+    _, onestep, _ = _modules(cfg)
+    num = observations.shape[0]
+    noise = jax.random.normal(key, (num, cfg.chunk_dim))
+    actions = jnp.clip(_onestep(onestep, state.params["onestep"], observations, noise), -1.0, 1.0)
+    return actions.reshape(num, cfg.horizon, cfg.action_dim)

@@ -17,16 +17,14 @@ import jax
 import jax.numpy as jnp
 
 from trqam_jax import networks
-from trqam_jax.agents import adjoint_matching
+from trqam_jax.agents import adjoint_matching, common
 from trqam_jax.agents.adjoint_matching import (
     AgentConfig,
     AgentState,
     Extension,
-    make_optimizer,
-    sample_field,
-    trainable,
     with_pretrained_base,  # base, target_base and fine take the checkpoint; the edit stays fresh
 )
+from trqam_jax.agents.common import sample_field
 
 __all__ = ["init", "update", "act", "with_pretrained_base"]
 
@@ -144,7 +142,9 @@ def init(key, config, example_obs, example_actions) -> AgentState:
         ),
     )
     return state.replace(
-        params=params, opt_state=make_optimizer(cfg).init(trainable(params)), hparams=hparams
+        params=params,
+        opt_state=common.optimizer(cfg).init(common.trainable(params)),
+        hparams=hparams,
     )
 
 

@@ -37,9 +37,7 @@ def domain_and_task(name: str) -> tuple[str, int]:
     """`cube-double-play-singletask-task2-v0` -> (`cube-double-play`, 2); ValueError otherwise."""
     match = _ENV_RE.match(name)
     if match is None:
-        raise ValueError(
-            f"env_name {name!r} is not of the form '<domain>-singletask-task<N>-v<K>'"
-        )
+        raise ValueError(f"env_name {name!r} is not of the form '<domain>-singletask-task<N>-v<K>'")
     return match["domain"], int(match["task"])
 
 
