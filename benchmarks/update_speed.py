@@ -36,10 +36,8 @@ from absl import app, flags, logging
 
 from benchmarks.common import device_info, write_result
 from benchmarks.presets import ACTION_DIM, HORIZON, OBS_DIM, agent_config, compile_update
-from configs.agent_defaults import adjoint_matching_defaults
-from configs.run_defaults import run_config
-from experiments.run import Stage, StaticData, run_stage
-from trqam_jax import train
+from configs import trqam as trqam_config
+from trqam_jax import loop, train
 from trqam_jax.agents import trqam
 
 flags.DEFINE_list("sizes", ["small", "paper"], "Presets to measure: small, paper.")
@@ -94,19 +92,17 @@ def _placement(num_seeds: int):
 
 def _loop_share(config, states, data, size, num_seeds, steps, calls) -> dict:
     """Wall time of the launcher's `run_stage` for `calls` calls, and its checkpoint seconds."""
-    run = run_config(adjoint_matching_defaults("trqam"), None)
+    run = trqam_config.get_config()
     run.agent = config
     run.steps_per_call = run.log_interval = steps
-    run.save_interval = run.shard_interval = steps * calls
-    seeds = np.arange(num_seeds)
-    budgets = np.full(num_seeds, config.kl_budget, np.float32)
+    run.eval_interval = run.save_interval = run.shard_interval = steps * calls
+    rows = train.make_rows(num_seeds, {"kl_budget": [config.kl_budget]})
     timings = {}
     with tempfile.TemporaryDirectory() as out:
-        stage = Stage("offline", trqam, run, out)
-        data_source = StaticData(data, size)
-        key = jax.random.PRNGKey(3)
+        data_source = loop.StaticData(data, size)
+        stage = loop.OfflineStage("offline", trqam, run, data_source, jax.random.PRNGKey(3), rows)
         start = time.perf_counter()
-        run_stage(stage, states, steps * calls, data_source, key, None, seeds, budgets, timings)
+        loop.run_stage(stage, states, steps * calls, run, out, rows, timings=timings)
         loop_s = time.perf_counter() - start
     return {"loop_s": loop_s, "final_checkpoint_s": timings["checkpoint_s"]}
 

@@ -14,8 +14,8 @@ import pytest
 
 from configs.trqam import get_config
 from experiments import report
-from experiments import run as launcher
 from trqam_jax import checkpoint
+from trqam_jax import experiment as launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,7 +149,7 @@ _SHARDED_RUN = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
     sys.path.insert(0, sys.argv[4])
     from tests.test_launcher import tiny_run_config
-    from experiments import run as launcher
+    from trqam_jax import experiment as launcher
     import jax
     assert len(jax.devices()) == int(sys.argv[1])
     launcher.run(tiny_run_config(sys.argv[2], sys.argv[3], seeds=4, offline_steps=10))

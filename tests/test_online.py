@@ -1,13 +1,17 @@
 """The online stage: replay growth, stored transitions vs the environment, update schedule,
 open-loop chunks, sparse rewards and reproducibility, on a tiny TRQAM and a generated dataset."""
 
+import json
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.trqam import get_config
 from tests.tiny import tiny_config
-from trqam_jax import online
+from trqam_jax import loop, online, train
 from trqam_jax.agents import trqam
 from trqam_jax.data.datasets import load_offline_data, sparsify_rewards
 from trqam_jax.envs import make_envs
@@ -37,26 +41,51 @@ def setup(tiny_dataset_dir):
     return data.train, envs, lambda: init(keys)
 
 
-def _run(setup, key=1, sparse=False, total=TOTAL, start=START, **kwargs):
+class Result(NamedTuple):
+    states: object
+    replays: object
+    episodes: dict
+    logs: list  # (step, {metric: (R,) values}) of train_metrics.jsonl
+
+
+class Recording(loop.OnlineStage):
+    """The online stage, recording the replay sizes and parameters after every env step."""
+
+    def start(self, states, step):
+        self.seen = {}
+        return super().start(states, step)
+
+    def step(self, states, step):
+        states, metrics = super().step(states, step)
+        self.seen[step + 1] = (
+            np.asarray(self.replays.size),
+            (np.asarray(states.step), jax.tree.map(np.asarray, states.params)),
+        )
+        return states, metrics
+
+
+def _run(setup, out, key=1, sparse=False, total=TOTAL, start=START, log_interval=5):
+    """The online stage through the host loop (`loop.run_stage`), logging to `out`."""
     offline, envs, init_states = setup
-    return online.run_online(
-        trqam.update,
-        trqam.act,
-        init_states(),
-        offline,
-        ENV,
-        total_steps=total,
-        batch_size=8,
-        horizon=HORIZON,
-        discount=0.99,
-        key=jax.random.PRNGKey(key),
-        seed=SEED,
-        start_training=start,
-        utd=UTD,
-        sparse=sparse,
-        envs=envs,
-        **kwargs,
-    )
+    config = get_config("cube-double-play")
+    config.agent = tiny_config("trqam", horizon=HORIZON, batch_size=8, discount=0.99)
+    config.update(
+        seed=SEED, sparse=sparse, start_training=start, utd=UTD, offline_steps=0,
+        online_steps=total, log_interval=log_interval, eval_interval=total, save_interval=total,
+    )  # fmt: skip
+    rows = train.make_rows(ROWS, {})
+    stage = Recording(trqam, config, offline, envs, jax.random.PRNGKey(key), rows)
+    states, _ = loop.run_stage(stage, init_states(), total, config, str(out), rows)
+    logs = {}
+    with open(out / "train_metrics.jsonl") as f:
+        for line in f:
+            record = json.loads(line)
+            logs.setdefault(record.pop("step"), []).append(record)
+    table = [
+        (step, {k: np.asarray([r.get(k, np.nan) for r in recs]) for k in recs[0] if k != "stage"})
+        for step, recs in logs.items()
+    ]
+    return Result(states, stage.replays, stage.interaction.episode_arrays(), table), stage.seen
 
 
 def _online_rows(result, n, r):
@@ -90,23 +119,14 @@ def _replay_env(env, stored, row, sparse):
     return summaries
 
 
-def test_online_run_stores_env_transitions_and_updates_after_start(setup):
+def test_online_run_stores_env_transitions_and_updates_after_start(setup, tmp_path):
     offline, envs, init_states = setup
     n = len(offline["rewards"])
     initial = jax.tree.map(np.asarray, init_states().params)
-    sizes, params_at, logs = {}, {}, []
-
-    def on_interval(step, states, replays):
-        sizes[step] = np.asarray(replays.size)
-        params_at[step] = (np.asarray(states.step), jax.tree.map(np.asarray, states.params))
-
-    result = _run(
-        setup,
-        interval=1,
-        on_interval=on_interval,
-        log_every=5,
-        on_log=lambda step, metrics: logs.append((step, metrics)),
-    )
+    result, seen = _run(setup, tmp_path / "run")
+    sizes = {step: size for step, (size, _) in seen.items()}
+    params_at = {step: params for step, (_, params) in seen.items()}
+    logs = result.logs
 
     # One transition per env step per row; the offline rows are untouched.
     for step, size in sizes.items():
@@ -141,6 +161,7 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup):
     assert [step for step, _ in logs] == [5, 10, TOTAL]
     assert "critic_loss" not in logs[0][1] and "critic_loss" in logs[1][1]
     for _, metrics in logs:
+        np.testing.assert_array_equal(metrics.pop("seed"), np.arange(ROWS))
         for name, values in metrics.items():
             assert values.shape == (ROWS,), name
             if not name.startswith("online/") or name == "online/episodes":
@@ -148,22 +169,22 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup):
     assert sum(m["online/episodes"].sum() for _, m in logs) == len(episodes["row"])
 
     # Same key, same run, bit for bit; another key plans differently.
-    again = _run(setup)
+    again, _ = _run(setup, tmp_path / "again")
     jax.tree.map(np.testing.assert_array_equal, (again.states, again.replays), result[:2])
-    other = _run(setup, key=2)
+    other, _ = _run(setup, tmp_path / "other", key=2)
     assert not np.array_equal(
         np.asarray(other.replays.data["actions"][0, n:]),
         np.asarray(result.replays.data["actions"][0, n:]),
     )
 
 
-def test_open_loop_chunks_and_sparse_rewards(setup):
+def test_open_loop_chunks_and_sparse_rewards(setup, tmp_path):
     """Without updates the policy is fixed, so every stored action is the planned chunk's: a new
     chunk from the current observation at each episode start and every H steps within it."""
     offline, envs, init_states = setup
     n = len(offline["rewards"])
     total = 2 * MAX_STEPS + 2
-    result = _run(setup, key=5, sparse=True, total=total, start=total)
+    result, _ = _run(setup, tmp_path, key=5, sparse=True, total=total, start=total)
     states = init_states()
     act = jax.jit(trqam.act)
     plan_key = jax.random.split(jax.random.PRNGKey(5))[1]
@@ -177,7 +198,7 @@ def test_open_loop_chunks_and_sparse_rewards(setup):
             episode_start = t
             while t < total:
                 if (t - episode_start) % HORIZON == 0:
-                    key = online.row_keys(plan_key, t + 1, jnp.arange(ROWS))[r]
+                    key = train.call_keys(plan_key, jnp.arange(ROWS), t + 1)[r]
                     chunk = np.clip(
                         np.asarray(act(state, stored["observations"][t][None], key)[0]), -1, 1
                     )

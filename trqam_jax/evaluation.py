@@ -26,11 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from trqam_jax.envs import EnvPool, make_envs, progress_bar
+from trqam_jax.envs import EnvPool, progress_bar
 from trqam_jax.seeds import hash_seed
-
-# Until experiments/run.py imports `envs.make_envs` itself; delete with that import.
-make_eval_envs = make_envs
 
 # (S, E, D) observations, key -> (S, E, H, A) action chunks.
 BatchedPolicy = Callable[[np.ndarray, jax.Array], Any]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 from collections.abc import Sequence
 
 from trqam_jax.data.names import domain_and_task
@@ -24,24 +23,6 @@ SUMMARY_FILE = "summary.json"  # written at the end of a run
 
 # ----------------------------------------------------------------------------------------------
 # Writing
-
-
-def versions() -> dict:
-    """Versions of the software a result depends on."""
-    import flax
-    import jax
-    import mujoco
-    import ogbench
-    import optax
-
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "ogbench": getattr(ogbench, "__version__", "unknown"),
-        "mujoco": mujoco.__version__,
-    }
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -79,16 +60,19 @@ def truncate_jsonl(path: str, keep) -> None:
     os.replace(tmp, path)
 
 
-def append_rows(path: str, values: dict, base: dict, seeds, budgets) -> None:
-    """Append one record per row: `base` + seed + kl_budget + that row's value of every metric.
+def append_rows(path: str, values: dict, base: dict, columns: dict) -> None:
+    """Append one record per row: `base` + the row's identity columns + its metric values.
 
     Args:
       values: metric name -> (R,) per-row values.
-      seeds, budgets: (R,) seed index and kl_budget of every row.
+      columns: what identifies each row (`train.Rows.columns()`: seed, and swept values such as
+        kl_budget), name -> (R,).
     """
+    rows = len(next(iter(columns.values())))
     records = []
-    for row, (seed, budget) in enumerate(zip(seeds, budgets, strict=True)):
-        record = dict(base, seed=int(seed), kl_budget=float(budget))
+    for row in range(rows):
+        record = dict(base)
+        record.update({name: v[row].item() for name, v in columns.items()})  # numpy -> JSON
         record.update({name: float(v[row]) for name, v in values.items()})
         records.append(record)
     append_jsonl(path, records)

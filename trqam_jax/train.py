@@ -5,6 +5,7 @@ axis, shards that axis over the local devices, and runs `steps_per_call` updates
 batches sampled on the device. The host only logs, evaluates and checkpoints between calls.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from trqam_jax.data import replay
 from trqam_jax.data.sampler import sample_chunks
 
 ROW_AXIS = "rows"
@@ -21,35 +23,54 @@ ROW_AXIS = "rows"
 LAST_VALUE_METRICS = ("kl_ema", "lambda")
 
 
-def row_budgets(kl_budgets: Sequence[float], default_budget: float, seeds: int) -> np.ndarray:
-    """The kl_budget of every row: budgets x seeds, budget-major; (R,) with R = len * seeds."""
-    budgets = list(kl_budgets) or [default_budget]
-    return np.repeat(np.asarray(budgets, np.float32), seeds)
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """The rows one launcher runs, each an independent agent: swept values x seeds.
 
-
-def row_seeds(num_rows: int, seeds: int) -> np.ndarray:
-    """Seed index of every row: rows of different budgets share seeds 0..seeds-1."""
-    return np.arange(num_rows) % seeds
-
-
-def part_rows(num_rows: int, part: int, parts: int) -> np.ndarray:
-    """Global ids of the rows one launcher runs when a sweep is split into `parts` equal blocks.
-
-    Part p runs rows [p * R / parts, (p + 1) * R / parts). Every quantity of a row (init key,
-    training keys, evaluation and reset seeds) depends on its global id and seed only, so the
-    parts of a split sweep together equal the sweep run in one piece.
+    ids: (R,) global row ids in the whole sweep; seeds: (R,) seed index of each row; swept:
+    name -> (R,) traced value of each row (e.g. {"kl_budget": ...}); total: rows of the whole
+    sweep. Every quantity of a row (init key, training keys, evaluation and reset seeds) depends
+    on its global id and seed only, so the parts of a split sweep together equal the whole.
     """
+
+    ids: np.ndarray
+    seeds: np.ndarray
+    swept: dict[str, np.ndarray]
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """What identifies each row in the logs: seed and swept values, (R,) each."""
+        return {"seed": self.seeds, **self.swept}
+
+
+def make_rows(seeds: int, swept: dict[str, Sequence[float]], part: int = 0, parts: int = 1) -> Rows:
+    """Rows of a sweep of `swept` values x `seeds` seeds (value-major), block `part` of `parts`.
+
+    Rows of different values share seeds 0..seeds-1, so they differ only in the value. Part p of
+    a split sweep runs rows [p * R / parts, (p + 1) * R / parts).
+    Raises:
+      ValueError when the part is out of range or the rows do not split into equal parts.
+    """
+    (name, values), *others = list(swept.items()) or [(None, [None])]
+    if others:
+        raise ValueError(f"one swept value at a time, got {sorted(swept)}")
+    total = len(values) * seeds
     if parts < 1 or not 0 <= part < parts:
         raise ValueError(
             f"rows_part={part} of rows_parts={parts}: need 0 <= rows_part < rows_parts"
         )
-    if num_rows % parts:
+    if total % parts:
         raise ValueError(
-            f"{num_rows} rows (kl_budgets x seeds) do not split into {parts} equal parts; "
+            f"{total} rows (swept values x seeds) do not split into {parts} equal parts; "
             f"use a multiple of {parts} rows"
         )
-    size = num_rows // parts
-    return np.arange(part * size, (part + 1) * size)
+    size = total // parts
+    ids = np.arange(part * size, (part + 1) * size)
+    columns = {} if name is None else {name: np.repeat(np.asarray(values, np.float32), seeds)[ids]}
+    return Rows(ids=ids, seeds=ids % seeds, swept=columns, total=total)
 
 
 def make_mesh(num_rows: int) -> Mesh:
@@ -85,11 +106,12 @@ def init_rows(agent, agent_config, key, row_ids: Sequence[int], example_obs, exa
     )
 
 
-def call_keys(key, seeds: np.ndarray, call_index: int):
-    """Per-row keys of one training call, a pure function of (key, seed, call index).
+def call_keys(key, seeds, call_index):
+    """Per-row keys of one call, fold_in(fold_in(key, call index), seed): (R, 2) raw keys.
 
-    Rows with the same seed (different budgets) get the same keys, so a budget sweep differs only
-    in the budget; a resumed run gets the same keys as an uninterrupted one.
+    A pure function of (key, seed, call index), jittable (`call_index` may be traced). Rows with
+    the same seed (different swept values) get the same keys, so a sweep differs only in the
+    value; a resumed run gets the same keys as an uninterrupted one.
     """
     call_key = jax.random.fold_in(key, call_index)
     return jax.vmap(lambda s: jax.random.fold_in(call_key, s))(jnp.asarray(seeds))
@@ -155,6 +177,37 @@ def make_train_call(
         return state, mean_metrics(add_metrics(None, metrics), steps)
 
     return jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0)))
+
+
+@functools.lru_cache(maxsize=16)
+def make_replay_calls(update: Callable, batch_size: int, horizon: int, discount, utd: int):
+    """Compiled `(insert, insert_and_update)` of online training on per-row replay buffers.
+
+    insert(replays, transitions) -> replays: one transition (leaves (R, ...)) into each row's
+      buffer (leaves (R, capacity, ...)).
+    insert_and_update(states, replays, totals, transitions, key, step, seeds) -> (states,
+      replays, totals): the insert, then `utd` updates per row on chunk batches from its buffer
+      with the keys `call_keys(key, seeds, step)`; `totals` accumulates the metrics
+      (`add_metrics`, axis 1 = the updates). States, buffers and totals are donated.
+    """
+
+    def one_row(state, buffer, key):
+        sample = lambda k: replay.sample(k, buffer, batch_size, horizon, discount)
+        keys = key[None] if utd == 1 else jax.random.split(key, utd)
+        return scan_updates(update, sample, state, keys)
+
+    def insert(replays, transitions):
+        return jax.vmap(replay.insert)(replays, transitions)
+
+    def insert_and_update(states, replays, totals, transitions, key, step, seeds):
+        replays = insert(replays, transitions)
+        states, metrics = jax.vmap(one_row)(states, replays, call_keys(key, seeds, step))
+        return states, replays, add_metrics(totals, metrics, axis=1)
+
+    return (
+        jax.jit(insert, donate_argnums=0),
+        jax.jit(insert_and_update, donate_argnums=(0, 1, 2)),
+    )
 
 
 def to_host(tree) -> Any:

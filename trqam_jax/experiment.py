@@ -1,0 +1,228 @@
+"""One experiment from its config: validate, load data, plan the rows and stages, run, summarise.
+
+The stage plan: BC pretraining (`bc_steps`, skipped with `init_from`) -> offline fine-tuning
+(`offline_steps`) -> optional online fine-tuning (`online_steps`). Every stage resumes from its own
+checkpoint, so rerunning the same config picks up where it stopped (a finished BC stage only
+restores its final state). All rows (swept values x seeds) are one vmapped program, sharded over
+the local devices; `loop.run_stage` runs each stage.
+"""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trqam_jax import checkpoint, loop, run_dir, train
+from trqam_jax.agents import AGENTS, bc, common, get_agent
+from trqam_jax.data import names
+from trqam_jax.data.datasets import (
+    DataError,
+    load_offline_data,
+    parse_env_name,
+    resolve_data_dir,
+)
+from trqam_jax.data.shards import ShardRotator, shard_loader
+from trqam_jax.envs import make_envs
+from trqam_jax.versions import versions
+
+SWEPT = "kl_budget"  # the agent value `config.kl_budgets` sweeps (TRQAM's)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field and the fix."""
+
+
+def env_name_of(config) -> str:
+    return names.env_name(config.domain, config.task)
+
+
+def swept_values(config) -> dict[str, tuple]:
+    """The value the rows sweep: `kl_budgets` (or the agent's own kl_budget), or none."""
+    if SWEPT not in config.agent:
+        return {}
+    return {SWEPT: tuple(config.kl_budgets) or (config.agent[SWEPT],)}
+
+
+def check_config(config) -> train.Rows:
+    """Fail before any work on a config that cannot run; returns the rows this launcher runs."""
+    if config.agent.agent_name not in AGENTS:
+        raise ConfigError(
+            f"unknown agent {config.agent.agent_name!r}; expected one of {', '.join(AGENTS)}"
+        )
+    parse_env_name(env_name_of(config))  # unknown domain or task -> DataError with the fix
+    positive = ("seeds", "steps_per_call", "log_interval", "eval_interval", "save_interval")
+    for name in (*positive, "shard_interval"):
+        if config[name] < 1:
+            raise ConfigError(f"config.{name} must be >= 1, got {config[name]}")
+    for name in ("bc_steps", "offline_steps", "log_interval", "eval_interval", "save_interval"):
+        if config[name] % config.steps_per_call:
+            raise ConfigError(
+                f"config.{name}={config[name]} is not a multiple of config.steps_per_call="
+                f"{config.steps_per_call}; the compiled loop runs whole calls"
+            )
+    if config.online_steps < 0 or config.start_training < 0 or config.utd < 1:
+        raise ConfigError("config.online_steps and start_training must be >= 0, utd >= 1")
+    if config.init_from and not os.path.isdir(config.init_from):
+        raise ConfigError(
+            f"config.init_from={config.init_from!r} does not exist; pass the run directory of "
+            "a run with bc_steps > 0"
+        )
+    if config.kl_budgets and SWEPT not in config.agent:
+        raise ConfigError(
+            "config.kl_budgets sweeps TRQAM's budget; leave it empty for other agents"
+        )
+    if jax.process_count() > 1 and config.rows_parts == 1:
+        # Multi-host (jax.distributed): each process runs its own block of independent rows.
+        config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
+    try:
+        rows = train.make_rows(
+            config.seeds, swept_values(config), config.rows_part, config.rows_parts
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    devices = jax.local_device_count()
+    if len(rows) % devices:
+        raise ConfigError(
+            f"{len(rows)} rows (kl_budgets x seeds) do not divide among {devices} devices; "
+            f"use a multiple of {devices} seeds"
+        )
+    return rows
+
+
+def load_data(config):
+    """The offline dataset, generated locally (and labelled so) when asked and missing."""
+    data_dir = resolve_data_dir(config.dataset_dir or None)
+    kwargs = dict(sparse=config.sparse, proportion=config.dataset_proportion)
+    try:
+        return load_offline_data(env_name_of(config), data_dir, **kwargs)
+    except DataError:
+        if not config.generate_if_missing:
+            raise
+    from trqam_jax.data.generate import generate_dataset
+
+    print(
+        f"No dataset for {config.domain} in {data_dir}: generating {config.generate_episodes} "
+        "episodes with OGBench's scripted oracles (GENERATED data, not the official release)."
+    )
+    generate_dataset(
+        f"{config.domain}-v0",
+        episodes=config.generate_episodes,
+        seed=config.seed,
+        out_dir=data_dir,
+        workers=max(1, min(2, os.cpu_count() or 1)),
+    )
+    return load_offline_data(env_name_of(config), data_dir, **kwargs)
+
+
+def data_source(data, config, mesh):
+    """The dataset on the devices: `StaticData`, or a `ShardRotator` over a sharded release."""
+    if data.shard_paths:
+        loader = shard_loader(env_name_of(config), config.sparse)
+        put = lambda tree: train.replicate(tree, mesh)
+        return ShardRotator(data.shard_paths, loader, first=data.train, put=put)
+    size = jnp.int32(len(data.train["rewards"]))
+    return loop.StaticData(train.replicate(data.train, mesh), size)
+
+
+def pretrained_base(config, rows, source, examples, mesh, out, key):
+    """The BC-pretrained base field of every row: loaded (`init_from`), trained, or None."""
+    if config.init_from:
+        return checkpoint.load_base_params(config.init_from, rows.ids)
+    if not config.bc_steps:
+        return None
+    init_key, train_key = jax.random.split(key)
+    states = train.init_rows(bc, config.agent, init_key, rows.ids, *examples)
+    states = train.shard_rows(states, mesh)
+    stage = loop.OfflineStage("bc", bc, config, source, train_key, rows)
+    states, _ = loop.run_stage(stage, states, config.bc_steps, config, out, rows)
+    return states.params["base"]
+
+
+def run(config) -> dict:
+    """Run every stage of `config`; returns the summary also written to summary.json."""
+    rows = check_config(config)
+    agent = get_agent(config.agent.agent_name)
+    mesh = train.make_mesh(len(rows))
+    out = config.run_dir or os.path.join(
+        "runs", f"{config.agent.agent_name}-{config.domain}-task{config.task}"
+    )
+    if config.rows_parts > 1:
+        out = os.path.join(out, f"part{config.rows_part}")
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+
+    data = load_data(config)
+    label = data.provenance["data_source"]
+    print(f"Data: {data.provenance['dataset_name']} ({label.upper()}), run directory {out}")
+    # env_name is derived, but tools reading the run directory rely on it (docs/run_directory.md).
+    config_json = dict(config.to_dict(), env_name=env_name_of(config))
+    run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), config_json)
+    provenance = dict(
+        data.provenance,
+        versions=versions(),
+        devices=[str(d) for d in jax.devices()],
+        rows={"seeds": config.seeds, "row_ids": rows.ids.tolist()}
+        | {name: values.tolist() for name, values in rows.swept.items()},
+    )
+    run_dir.write_json(os.path.join(out, run_dir.PROVENANCE_FILE), provenance)
+
+    source = data_source(data, config, mesh)
+    examples = (
+        jnp.zeros(data.train["observations"].shape[1]),
+        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
+    )
+    init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    init_key, bc_key = jax.random.split(init_key)
+    states = train.init_rows(agent, config.agent, init_key, rows.ids, *examples)
+    states = common.set_hparams(states, rows.swept)
+    base = pretrained_base(config, rows, source, examples, mesh, out, bc_key)
+    if base is not None:
+        states = jax.vmap(agent.with_pretrained_base)(states, base)
+    states = train.shard_rows(states, mesh)
+
+    evaluate_fn = None
+    if config.eval_episodes:
+        envs = make_envs(env_name_of(config), len(rows) * min(config.eval_episodes, 10))
+        evaluate_fn = loop.make_evaluator(config, envs, agent.act, eval_key, rows)
+    stage = loop.OfflineStage("offline", agent, config, source, train_key, rows)
+    states, final = loop.run_stage(
+        stage, states, config.offline_steps, config, out, rows, evaluate_fn
+    )
+    if config.online_steps:
+        envs = make_envs(env_name_of(config), len(rows)).envs
+        online_key = jax.random.fold_in(train_key, 1)
+        stage = loop.OnlineStage(agent, config, data.train, envs, online_key, rows)
+        states, online_final = loop.run_stage(
+            stage, states, config.online_steps, config, out, rows, evaluate_fn
+        )
+        final = online_final if online_final is not None else final
+    summary = {
+        "wall_clock_s": time.perf_counter() - start,
+        "data_source": label,
+        "rows": len(rows),
+        "seeds": rows.seeds.tolist(),
+        **{f"{name}s": values.tolist() for name, values in rows.swept.items()},
+        "final_success": None if final is None else final["success"].tolist(),
+        "final_return": None if final is None else final["return"].tolist(),
+    }
+    run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), summary)
+    return summary
+
+
+def summary_lines(config, summary) -> list[str]:
+    """A table of the final evaluation per row (seed, swept value), with the data label."""
+    tag = " [GENERATED data]" if summary["data_source"] == "generated" else ""
+    lines = [f"\n{config.agent.agent_name} on {env_name_of(config)}{tag}"]
+    if summary["final_success"] is None:
+        return lines + ["(no evaluation: config.eval_episodes = 0)"]
+    swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
+    lines.append(" ".join([f"{'seed':>5}", *(f"{n:>10}" for n in swept), " success    return"]))
+    for row, seed in enumerate(summary["seeds"]):
+        values = "".join(f" {v[row]:>10.3g}" for v in swept.values())
+        success, ret = summary["final_success"][row], summary["final_return"][row]
+        lines.append(f"{seed:>5}{values} {success:>8.2f} {ret:>9.1f}")
+    mean = np.mean(summary["final_success"])
+    lines.append(f"mean success {mean:.3f}; wall clock {summary['wall_clock_s']:.0f} s")
+    return lines

@@ -1,0 +1,249 @@
+"""The one host loop around the compiled calls, and the stages it runs.
+
+A stage is a sequence of compiled calls of `stride` steps each (`OfflineStage`: `lax.scan`ned
+updates on a dataset; `OnlineStage`: one env step and its updates). `run_stage` drives any stage:
+resume from the stage's checkpoint, then per call log (a call's metrics are fetched while the next
+call runs), evaluate and checkpoint on their cadences. `experiment.run` plans the stages.
+"""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from tqdm import tqdm
+
+from trqam_jax import checkpoint, online, run_dir, train
+from trqam_jax.evaluation import default_reset_seeds, evaluate
+
+
+class StaticData:
+    """A dataset that fits on the device: the `ShardRotator` interface with nothing to rotate."""
+
+    def __init__(self, data, size):
+        self.current = (data, size)
+
+    def advance(self):
+        return self.current
+
+    def seek(self, _index):
+        return self.current
+
+
+class OfflineStage:
+    """`steps_per_call` updates per call on the dataset `data` (static or rotating shards).
+
+    Args:
+      name: the stage's name in logs and checkpoints ("bc", "offline").
+      agent: the agent module whose `update` the stage runs.
+      config: the run config (batch, chunking and cadences).
+      data: `StaticData` or `ShardRotator`; `data.current` is (device arrays, size).
+      key: the stage's PRNG key; call c of row r uses `train.call_keys(key, seeds, c)[r]`.
+      rows: the `train.Rows` being trained.
+    """
+
+    offset = 0  # step of the run at which the stage's step 0 lies
+    resumable = True
+
+    def __init__(self, name, agent, config, data, key, rows):
+        self.name, self.data, self.key, self.seeds = name, data, key, rows.seeds
+        self.stride, self.shard_interval = config.steps_per_call, config.shard_interval
+        cfg = config.agent
+        self.call = train.make_train_call(
+            agent.update, cfg.batch_size, cfg.horizon, cfg.discount, config.steps_per_call
+        )
+
+    def start(self, states, step):
+        self.data.seek(step // self.shard_interval)
+        return states
+
+    def step(self, states, step):
+        """Updates [step, step + stride): -> (states, per-row summaries on the device)."""
+        keys = train.call_keys(self.key, self.seeds, step // self.stride)
+        states, summary = self.call(states, *self.data.current, keys)
+        if (step + self.stride) % self.shard_interval == 0:
+            self.data.advance()
+        return states, summary
+
+    def window(self, summary):
+        return summary  # fetched by the host loop once the next call runs
+
+
+class OnlineStage:
+    """One environment per row, one env step per call, `utd` updates per step after
+    `start_training` steps, on per-row replay buffers initialised with the offline dataset.
+
+    Environments cannot be checkpointed, so an interrupted online stage restarts from its
+    beginning (`resumable = False`; the offline checkpoint is kept). Step t of the stage is step
+    `offset + t` of the run.
+    """
+
+    name = "online"
+    stride = 1
+    resumable = False
+
+    def __init__(self, agent, config, offline_train, envs, key, rows):
+        self.offset = config.offline_steps
+        self.config, self.offline_train, self.envs = config, offline_train, envs
+        self.seed, self.row_seeds = config.seed, rows.seeds
+        self.seeds_dev = jnp.asarray(rows.seeds, jnp.int32)
+        self.update_key, self.plan_key = jax.random.split(key)
+        cfg = config.agent
+        self.insert, self.insert_and_update = train.make_replay_calls(
+            agent.update, cfg.batch_size, cfg.horizon, cfg.discount, config.utd
+        )
+        self.plan = online.make_planner(agent.act)
+
+    def start(self, states, step):
+        # The donated step needs every leaf in its own buffer; fresh or BC-initialised states
+        # share some (target_critic is critic, fine is base), so copy them once, leaf by leaf.
+        states = jax.tree.map(jnp.copy, states)
+        leaf = jax.tree.leaves(states)[0]
+        sharding = leaf.sharding if isinstance(leaf.sharding, NamedSharding) else None
+        capacity = len(self.offline_train["rewards"]) + self.config.online_steps
+        self.replays = online.stack_replays(self.offline_train, capacity, len(self.envs), sharding)
+        self.interaction = online.Interaction(
+            self.envs, self.seed, self.row_seeds, self.config.sparse
+        )
+        self.totals, self.updates, self.env_steps = None, 0, step
+        self.window_step, self.window_time = step, time.perf_counter()
+        return states
+
+    def step(self, states, step):
+        """Env step t = step + 1: plan where needed, step, insert, update if t > start_training."""
+        t = self.env_steps = step + 1
+        plan = lambda obs: self.plan(states, obs, self.plan_key, t, self.seeds_dev)
+        transitions = self.interaction.step(plan, t)
+        if t <= self.config.start_training:
+            self.replays = self.insert(self.replays, transitions)
+            return states, None
+        if self.totals is None:  # zeros of the metrics' shapes, so the call compiles once
+            shapes = jax.eval_shape(
+                self.insert_and_update, states, self.replays, None, transitions,
+                self.update_key, t, self.seeds_dev,
+            )[2]  # fmt: skip
+            self.totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        states, self.replays, self.totals = self.insert_and_update(
+            states, self.replays, self.totals, transitions, self.update_key, t, self.seeds_dev
+        )
+        self.updates += self.config.utd
+        return states, None
+
+    def window(self, _):
+        """Host (R,) metrics of the window since the last log: update metrics (once updates
+        ran), episode statistics, `replay/size` and `online/steps_per_s`; starts a new window."""
+        out = {}
+        if self.updates:
+            out.update(train.mean_metrics(train.to_host(self.totals), self.updates))
+            self.totals = jax.tree.map(jnp.zeros_like, self.totals)
+            self.updates = 0
+        out.update(self.interaction.window_statistics())
+        out["replay/size"] = np.asarray(jax.device_get(self.replays.size), np.float64)
+        now = time.perf_counter()
+        rate = (self.env_steps - self.window_step) / max(now - self.window_time, 1e-9)
+        out["online/steps_per_s"] = np.full(len(self.envs), rate)
+        self.window_step, self.window_time = self.env_steps, now
+        return out
+
+
+def resume(stage, ckpt, states, out: str):
+    """(states, step) from the stage's latest checkpoint, or (states, 0) if it has none or
+    cannot resume; rows this stage logged after that step are dropped, so none is written twice.
+    """
+    step = ckpt.latest_step() if stage.resumable else None
+    if step is not None:
+        states = checkpoint.restore(ckpt, step, states)
+        print(f"[{stage.name}] resuming from step {step - stage.offset}")
+    local = 0 if step is None else step - stage.offset
+    for name in (run_dir.TRAIN_METRICS_FILE, run_dir.EVAL_FILE):
+        run_dir.truncate_jsonl(
+            os.path.join(out, name),
+            lambda row: row["stage"] != stage.name or row["step"] <= stage.offset + local,
+        )
+    return states, local
+
+
+def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=None, timings=None):
+    """Run `stage` for `total` steps: resume, then per call log, evaluate and checkpoint.
+
+    Cadences (in the stage's own steps): metrics every `config.log_interval` and at the end,
+    evaluation (if `evaluate_fn`) every `eval_interval` and at the end, a checkpoint every
+    `save_interval` and at the end. `timings`, if given, accumulates the seconds spent in
+    evaluation ("evaluate_s") and checkpoint saves ("checkpoint_s").
+    Returns:
+      (states, the last evaluation's per-row results or None).
+    """
+    timings = {} if timings is None else timings
+
+    def timed(name, fn, *args):
+        started = time.perf_counter()
+        result = fn(*args)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+        return result
+
+    ckpt = checkpoint.manager(os.path.join(out, "checkpoints", stage.name))
+    states, step = resume(stage, ckpt, states, out)
+    states = stage.start(states, step)
+    bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
+    results, start_time, start_step = None, time.perf_counter(), step
+    metrics_path = os.path.join(out, run_dir.TRAIN_METRICS_FILE)
+    pending = []  # (record, metrics) logged but not yet fetched to the host
+
+    def write_pending():
+        for record, values in pending:
+            run_dir.append_rows(metrics_path, train.to_host(values), record, rows.columns())
+        pending.clear()
+
+    while step < total:
+        states, metrics = stage.step(states, step)
+        write_pending()  # the previous call's metrics, while this call runs on the device
+        step += stage.stride
+        bar.update(stage.stride)
+        record = {"step": stage.offset + step, "stage": stage.name}
+        end = step == total
+        if step % config.log_interval == 0 or end:
+            pending.append((record, stage.window(metrics)))
+        evaluate_now = evaluate_fn is not None and (step % config.eval_interval == 0 or end)
+        save_now = step % config.save_interval == 0 or end
+        if evaluate_now or save_now:
+            write_pending()  # a checkpoint never gets ahead of the metrics logged before it
+        if evaluate_now:
+            results = timed("evaluate_s", evaluate_fn, states)
+            eval_path = os.path.join(out, run_dir.EVAL_FILE)
+            run_dir.append_rows(eval_path, results, record, rows.columns())
+        if save_now:
+            timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
+        rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+        postfix = {"steps/s": f"{rate:.1f}"}
+        if results is not None:
+            postfix["success"] = f"{np.mean(results['success']):.2f}"
+        bar.set_postfix(postfix, refresh=False)
+    write_pending()
+    bar.close()
+    return states, results
+
+
+def make_evaluator(config, envs, act, key, rows):
+    """`states -> per-row results`: batched lockstep episodes, one policy call per chunk.
+
+    Reset seeds are those of the rows' global ids in the whole sweep, so a part of a split sweep
+    evaluates its rows on the same episodes as the whole sweep would.
+    """
+    policy = jax.jit(jax.vmap(act, in_axes=(0, 0, None)))
+    episodes = config.eval_episodes
+    reset_seeds = default_reset_seeds(rows.total, episodes, config.seed)[rows.ids]
+
+    def run(states):
+        result = evaluate(
+            envs,
+            lambda obs, k: np.asarray(policy(states, jnp.asarray(obs), k)),
+            key,
+            num_seeds=len(rows),
+            episodes_per_seed=episodes,
+            reset_seeds=reset_seeds,
+        )
+        return result.per_seed()
+
+    return run
