@@ -18,7 +18,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from trqam_jax import networks
 from trqam_jax.adjoint import adjoint_matching_loss, lean_adjoint, terminal_adjoint
@@ -214,17 +213,7 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
             total = total + ext_loss
         return total, aux
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, metrics), grads = grad_fn(common.trainable(params))
-    new_trainable, opt_state = common.apply_gradients(state, cfg, grads)
-
-    # Targets blend the online parameters from before this step's update (as the reference does).
-    new_params = dict(
-        params,
-        **new_trainable,
-        target_critic=optax.incremental_update(params["critic"], params["target_critic"], cfg.tau),
-        target_base=optax.incremental_update(params["base"], params["target_base"], cfg.tau),
-    )
+    new_params, opt_state, metrics = common.gradient_step(state, cfg, loss_fn)
 
     if cfg.kind == "trqam":
         budget = state.hparams["kl_budget"]
@@ -239,7 +228,6 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
     new_lambda_eff, _ = _temperature(new_state)
     metrics.update(
         kl_ema=kl_ema,
-        grad_norm=optax.global_norm(grads),
         # `lambda` is the temperature in sigma: lambda_eff for TRQAM, 1 / beta for QAM.
         **{"lambda": new_lambda_eff / adj_scale},
     )

@@ -11,7 +11,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from trqam_jax import networks
 from trqam_jax.agents import common
@@ -70,12 +69,11 @@ def update(state: BCState, batch, key):
     module = cfg.field_module()
 
     def loss_fn(train):
-        return flow_matching_loss(common.field(module, train["base"], obs), actions, weights, key)
+        loss = flow_matching_loss(common.field(module, train["base"], obs), actions, weights, key)
+        return loss, {"bc_loss": loss}
 
-    bc_loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    params, opt_state = common.apply_gradients(state, cfg, grads)
-    state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
-    return state, {"bc_loss": bc_loss, "grad_norm": optax.global_norm(grads)}
+    params, opt_state, metrics = common.gradient_step(state, cfg, loss_fn)
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
 
 def act(state: BCState, observations, key):

@@ -131,11 +131,28 @@ def trainable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not k.startswith(TARGET_PREFIX)}
 
 
-def apply_gradients(state, cfg: SharedConfig, grads) -> tuple[dict, Any]:
-    """One optimizer step on `trainable(state.params)`: -> (new trainable params, opt_state)."""
+def gradient_step(state, cfg: SharedConfig, loss_fn) -> tuple[dict, Any, dict]:
+    """One optimizer step on all trainable parameters, then the EMA targets.
+
+    Args:
+      state: an agent state (`params`, `opt_state`).
+      loss_fn: trainable params -> (total loss, metrics dict).
+    Returns:
+      (new params, new opt_state, metrics + grad_norm). Every `target_X` blends X from before
+      this step's update at rate `cfg.tau` (as the reference does).
+    """
     train_params = trainable(state.params)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_params)
     updates, opt_state = optimizer(cfg).update(grads, state.opt_state, train_params)
-    return optax.apply_updates(train_params, updates), opt_state
+    targets = {
+        name: optax.incremental_update(
+            state.params[name.removeprefix(TARGET_PREFIX)], state.params[name], cfg.tau
+        )
+        for name in state.params
+        if name.startswith(TARGET_PREFIX)
+    }
+    params = dict(state.params, **optax.apply_updates(train_params, updates), **targets)
+    return params, opt_state, dict(metrics, grad_norm=optax.global_norm(grads))
 
 
 def check_batch(batch, cfg: SharedConfig) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from trqam_jax import networks
 from trqam_jax.agents import common
@@ -194,16 +193,8 @@ def update(state: FQLState, batch, key):
         }
         return q_loss + bc_loss + actor_loss, aux
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, metrics), grads = grad_fn(common.trainable(params))
-    new_trainable, opt_state = common.apply_gradients(state, cfg, grads)
-    new_params = dict(
-        params,
-        **new_trainable,
-        # Blends the critic from before this step's update, as the adjoint-matching agents do.
-        target_critic=optax.incremental_update(params["critic"], params["target_critic"], cfg.tau),
-    )
-    metrics.update(grad_norm=optax.global_norm(grads), alpha=alpha)
+    new_params, opt_state, metrics = common.gradient_step(state, cfg, loss_fn)
+    metrics.update(alpha=alpha)
     return state.replace(params=new_params, opt_state=opt_state, step=state.step + 1), metrics
 
 
