@@ -133,12 +133,12 @@ def measure(size: str, num_seeds: int, steps: int, calls: int, compute_dtype: st
     start = time.perf_counter()
     call.lower(states, data, size_arg, keys[0]).compile()
     compile_s = time.perf_counter() - start
-    states, summary = call(states, data, size_arg, keys[0])  # warm-up (and jit's own cache)
+    states, summary, _ = call(states, data, size_arg, keys[0])  # warm-up (and jit's own cache)
     jax.block_until_ready((states, summary))
     times = []
     for key in keys[1:]:
         start = time.perf_counter()
-        states, summary = call(states, data, size_arg, key)
+        states, summary, _ = call(states, data, size_arg, key)
         jax.block_until_ready((states, summary))
         times.append(time.perf_counter() - start)
     assert np.all(np.isfinite(np.asarray(summary["critic_loss"]))), "non-finite losses"

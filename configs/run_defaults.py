@@ -46,6 +46,11 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.log_interval = 5_000
     config.eval_interval = 50_000
     config.eval_episodes = 50  # per row; 0 disables evaluation
+    # Evaluation environments kept for the whole run (about 160 MB each); at least one per row.
+    config.eval_envs = 16
     config.save_interval = 100_000
     config.run_dir = ""  # "" = runs/{agent}-{domain}-task{task}
+    # A run directory resumes only the config that made it; True resumes one whose
+    # result-determining fields differ (the differences are recorded in config_changes.jsonl).
+    config.allow_config_change = False
     return config

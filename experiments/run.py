@@ -24,7 +24,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from trqam_jax import checkpoint, experiment  # noqa: E402
+from trqam_jax import checkpoint, experiment, loop, run_dir  # noqa: E402
 from trqam_jax.data.datasets import DataError  # noqa: E402
 
 config_flags.DEFINE_config_file(
@@ -34,20 +34,43 @@ config_flags.DEFINE_config_file(
     "domains in configs/domains.py), then --config.<field>=value overrides, e.g. "
     "--config.seeds=8, --config.agent.kl_budget=0.5, --config.kl_budgets='(0.5,1.0)'.",
 )
+flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
 FLAGS = flags.FLAGS
+USER_ERRORS = (experiment.ConfigError, DataError, checkpoint.CheckpointError, run_dir.RunDirError)
+
+
+def repeated_overrides(argv) -> list[str]:
+    """`--config.X` flags given more than once (ml_collections concatenates repeated tuples)."""
+    seen = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
+    return sorted({name for name in seen if seen.count(name) > 1})
 
 
 def main(_):
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines off the console
+    repeated = repeated_overrides(sys.argv)
+    if repeated:
+        message = f"{', '.join(repeated)} given more than once; pass each override once"
+        sys.exit(_fail(message, 2))
+    if FLAGS.print_config:
+        print(FLAGS.config)
+        return
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         # Multi-host: each process drives its local devices; the env vars name the cluster.
         jax.distributed.initialize()
     try:
         summary = experiment.run(FLAGS.config)
-    except (experiment.ConfigError, DataError, checkpoint.CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except USER_ERRORS as err:
+        sys.exit(_fail(err, 2))
+    except loop.DivergenceError as err:
+        sys.exit(_fail(err, 3))
+    except KeyboardInterrupt as err:
+        sys.exit(_fail(str(err) or "interrupted; rerun the same command to resume", 130))
     print("\n".join(experiment.summary_lines(FLAGS.config, summary)))
+
+
+def _fail(err, code: int) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

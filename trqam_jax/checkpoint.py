@@ -40,15 +40,19 @@ def restore(mngr: ocp.CheckpointManager, step: int, like):
         ) from err
 
 
-def load_base_params(directory: str, row_ids):
+def load_base_params(directory: str, row_ids, like):
     """The BC-pretrained vector field of every row from a BC checkpoint directory.
 
     Args:
       directory: a run directory (its `checkpoints/bc` is used) or a BC checkpoint directory.
       row_ids: (R,) global ids of the rows being initialised; row r takes checkpoint row r % n,
         so a BC run with S seeds initialises a budget sweep over the same S seeds.
+      like: the base field this run builds (one row, e.g. a `jax.eval_shape`); the checkpoint's
+        must have its structure and shapes.
     Returns:
       the `base` parameter pytree with a leading row axis of R.
+    Raises:
+      CheckpointError naming both shapes and the fix when the field does not fit.
     """
     candidates = [os.path.join(directory, "checkpoints", "bc"), directory]
     path = next((p for p in candidates if os.path.isdir(p) and _steps(p)), None)
@@ -60,9 +64,28 @@ def load_base_params(directory: str, row_ids):
     mngr = ocp.CheckpointManager(os.path.abspath(path))
     raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
     base = raw["params"]["base"]
+    saved = jax.tree.map(lambda x: tuple(np.shape(x)[1:]), base)
+    wanted = jax.tree.map(lambda x: tuple(x.shape), like)
+    if jax.tree.structure(saved) != jax.tree.structure(wanted) or saved != wanted:
+        raise CheckpointError(
+            f"the BC checkpoint in {path} holds a vector field of other shapes than this run's "
+            f"(checkpoint {_layers(saved)}, this run {_layers(wanted)}); set "
+            "agent.actor_hidden_dims / actor_layer_norm and the domain (observation and action "
+            "sizes, horizon) to the BC run's, or pretrain anew without init_from"
+        )
     saved_rows = jax.tree.leaves(base)[0].shape[0]
     index = np.asarray(row_ids) % saved_rows
     return jax.tree.map(lambda x: np.asarray(x)[index], base)
+
+
+def _layers(shapes) -> str:
+    """Kernel shapes of a field's dense layers, in order (what differs between two fields)."""
+    leaves = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    return " ".join(
+        "x".join(map(str, shape))
+        for path, shape in leaves[0]
+        if "kernel" in jax.tree_util.keystr(path)
+    ) or str(shapes)
 
 
 def _steps(path: str) -> list[int]:

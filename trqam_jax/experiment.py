@@ -7,6 +7,7 @@ restores its final state). All rows (swept values x seeds) are one vmapped progr
 the local devices; `loop.run_stage` runs each stage.
 """
 
+import json
 import os
 import time
 
@@ -14,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax import checkpoint, loop, run_dir, train
-from trqam_jax.agents import AGENTS, bc, common, get_agent
+from trqam_jax import checkpoint, loop, run_dir, train, validation
+from trqam_jax.agents import bc, common, get_agent
 from trqam_jax.data import names
 from trqam_jax.data.datasets import (
-    DataError,
+    DatasetNotFoundError,
     load_offline_data,
     parse_env_name,
     resolve_data_dir,
@@ -28,10 +29,8 @@ from trqam_jax.envs import make_envs
 from trqam_jax.versions import versions
 
 SWEPT = "kl_budget"  # the agent value `config.kl_budgets` sweeps (TRQAM's)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the field and the fix."""
+STAGE_STEPS = ("bc_steps", "offline_steps", "online_steps")
+ConfigError = validation.ConfigError
 
 
 def env_name_of(config) -> str:
@@ -47,32 +46,8 @@ def swept_values(config) -> dict[str, tuple]:
 
 def check_config(config) -> train.Rows:
     """Fail before any work on a config that cannot run; returns the rows this launcher runs."""
-    if config.agent.agent_name not in AGENTS:
-        raise ConfigError(
-            f"unknown agent {config.agent.agent_name!r}; expected one of {', '.join(AGENTS)}"
-        )
+    validation.check_run_config(config)
     parse_env_name(env_name_of(config))  # unknown domain or task -> DataError with the fix
-    positive = ("seeds", "steps_per_call", "log_interval", "eval_interval", "save_interval")
-    for name in (*positive, "shard_interval"):
-        if config[name] < 1:
-            raise ConfigError(f"config.{name} must be >= 1, got {config[name]}")
-    for name in ("bc_steps", "offline_steps", "log_interval", "eval_interval", "save_interval"):
-        if config[name] % config.steps_per_call:
-            raise ConfigError(
-                f"config.{name}={config[name]} is not a multiple of config.steps_per_call="
-                f"{config.steps_per_call}; the compiled loop runs whole calls"
-            )
-    if config.online_steps < 0 or config.start_training < 0 or config.utd < 1:
-        raise ConfigError("config.online_steps and start_training must be >= 0, utd >= 1")
-    if config.init_from and not os.path.isdir(config.init_from):
-        raise ConfigError(
-            f"config.init_from={config.init_from!r} does not exist; pass the run directory of "
-            "a run with bc_steps > 0"
-        )
-    if config.kl_budgets and SWEPT not in config.agent:
-        raise ConfigError(
-            "config.kl_budgets sweeps TRQAM's budget; leave it empty for other agents"
-        )
     if jax.process_count() > 1 and config.rows_parts == 1:
         # Multi-host (jax.distributed): each process runs its own block of independent rows.
         config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
@@ -91,14 +66,68 @@ def check_config(config) -> train.Rows:
     return rows
 
 
+def run_directory(config) -> str:
+    """Where the run writes: `config.run_dir`, else runs/<agent>-<domain>-task<n> (+ /part<i>)."""
+    out = config.run_dir or os.path.join(
+        "runs", f"{config.agent.agent_name}-{config.domain}-task{config.task}"
+    )
+    return os.path.join(out, f"part{config.rows_part}") if config.rows_parts > 1 else out
+
+
+def config_record(config) -> dict:
+    """The config as config.json holds it (env_name added: readers rely on it)."""
+    record = dict(config.to_dict(), env_name=env_name_of(config))
+    return json.loads(json.dumps(record, default=str))
+
+
+def check_same_experiment(config, out: str) -> None:
+    """Refuse to resume a run directory made by a config whose results would differ."""
+    path = os.path.join(out, run_dir.CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    changes = validation.config_differences(run_dir.read_json(path), config_record(config))
+    if not changes:
+        return
+    listed = "; ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changes.items())
+    if config.allow_config_change:
+        change = {"time": time.time(), "changes": {k: list(v) for k, v in changes.items()}}
+        run_dir.append_jsonl(os.path.join(out, run_dir.CONFIG_CHANGES_FILE), [change])
+        print(f"Resuming {out} with changed fields (recorded): {listed}")
+        return
+    raise ConfigError(
+        f"{out} holds another experiment; these fields differ from its config.json: {listed}. "
+        "Pass another --config.run_dir for the new experiment, or "
+        "--config.allow_config_change=True to resume this one with the new values."
+    )
+
+
+def finished_summary(config, out: str) -> dict | None:
+    """The saved summary if the run already trained at least the steps `config` asks for."""
+    path = os.path.join(out, run_dir.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    summary = run_dir.read_json(path)
+    done = summary.get("steps", {})
+    wanted = {name: config[name] for name in STAGE_STEPS}
+    if all(done.get(name, -1) >= steps for name, steps in wanted.items()):
+        return summary
+    return None
+
+
 def load_data(config):
-    """The offline dataset, generated locally (and labelled so) when asked and missing."""
+    """The offline dataset, generated locally (and labelled so) when asked and absent.
+
+    Only absent files are generated: a broken file, or one of the two missing, is an error
+    naming it (nothing is overwritten).
+    """
     data_dir = resolve_data_dir(config.dataset_dir or None)
     kwargs = dict(sparse=config.sparse, proportion=config.dataset_proportion)
     try:
         return load_offline_data(env_name_of(config), data_dir, **kwargs)
-    except DataError:
-        if not config.generate_if_missing:
+    except DatasetNotFoundError:
+        dataset = names.dataset_name_of(env_name_of(config))
+        files = [os.path.join(data_dir, f"{dataset}{end}.npz") for end in ("", "-val")]
+        if not config.generate_if_missing or any(os.path.exists(f) for f in files):
             raise
     from trqam_jax.data.generate import generate_dataset
 
@@ -129,7 +158,8 @@ def data_source(data, config, mesh):
 def pretrained_base(config, rows, source, examples, mesh, out, key):
     """The BC-pretrained base field of every row: loaded (`init_from`), trained, or None."""
     if config.init_from:
-        return checkpoint.load_base_params(config.init_from, rows.ids)
+        like = jax.eval_shape(lambda k: bc.init(k, config.agent, *examples).params["base"], key)
+        return checkpoint.load_base_params(config.init_from, rows.ids, like)
     if not config.bc_steps:
         return None
     init_key, train_key = jax.random.split(key)
@@ -141,24 +171,32 @@ def pretrained_base(config, rows, source, examples, mesh, out, key):
 
 
 def run(config) -> dict:
-    """Run every stage of `config`; returns the summary also written to summary.json."""
+    """Run every stage of `config`; returns the summary also written to summary.json.
+
+    A finished run (summary.json covering the steps asked for) returns its saved summary and
+    does no work. Raises ConfigError, DataError, CheckpointError, RunDirError before any work
+    when the config cannot run here, and loop.DivergenceError when training diverges.
+    """
     rows = check_config(config)
+    out = run_directory(config)
+    os.makedirs(out, exist_ok=True)
+    with run_dir.locked(out):
+        check_same_experiment(config, out)
+        summary = finished_summary(config, out)
+        if summary is not None:
+            print(f"{out} has finished these steps; its saved summary:")
+            return summary
+        return _run(config, rows, out)
+
+
+def _run(config, rows, out: str) -> dict:
     agent = get_agent(config.agent.agent_name)
     mesh = train.make_mesh(len(rows))
-    out = config.run_dir or os.path.join(
-        "runs", f"{config.agent.agent_name}-{config.domain}-task{config.task}"
-    )
-    if config.rows_parts > 1:
-        out = os.path.join(out, f"part{config.rows_part}")
-    os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-
     data = load_data(config)
     label = data.provenance["data_source"]
     print(f"Data: {data.provenance['dataset_name']} ({label.upper()}), run directory {out}")
-    # env_name is derived, but tools reading the run directory rely on it (docs/run_directory.md).
-    config_json = dict(config.to_dict(), env_name=env_name_of(config))
-    run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), config_json)
+    run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), config_record(config))
     provenance = dict(
         data.provenance,
         versions=versions(),
@@ -184,7 +222,8 @@ def run(config) -> dict:
 
     evaluate_fn = None
     if config.eval_episodes:
-        envs = make_envs(env_name_of(config), len(rows) * min(config.eval_episodes, 10))
+        per_row = max(1, min(config.eval_episodes, config.eval_envs // len(rows)))
+        envs = make_envs(env_name_of(config), len(rows) * per_row)
         evaluate_fn = loop.make_evaluator(config, envs, agent.act, eval_key, rows)
     stage = loop.OfflineStage("offline", agent, config, source, train_key, rows)
     states, final = loop.run_stage(
@@ -204,8 +243,10 @@ def run(config) -> dict:
         "rows": len(rows),
         "seeds": rows.seeds.tolist(),
         **{f"{name}s": values.tolist() for name, values in rows.swept.items()},
+        "steps": {name: config[name] for name in STAGE_STEPS},
         "final_success": None if final is None else final["success"].tolist(),
         "final_return": None if final is None else final["return"].tolist(),
+        "run_dir": out,
     }
     run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), summary)
     return summary
@@ -225,4 +266,8 @@ def summary_lines(config, summary) -> list[str]:
         lines.append(f"{seed:>5}{values} {success:>8.2f} {ret:>9.1f}")
     mean = np.mean(summary["final_success"])
     lines.append(f"mean success {mean:.3f}; wall clock {summary['wall_clock_s']:.0f} s")
+    out = summary.get("run_dir")
+    if out:
+        lines.append(f"Results in {out}; tables and plots: python -m experiments.report {out} "
+                     f"--out {os.path.join(out, 'report')}")  # fmt: skip
     return lines

@@ -60,12 +60,13 @@ class OfflineStage:
         return states
 
     def step(self, states, step):
-        """Updates [step, step + stride): -> (states, per-row summaries on the device)."""
+        """Updates [step, step + stride): -> (states, per-row summaries, per-row health), both
+        on the device (`train.make_train_call`)."""
         keys = train.call_keys(self.key, self.seeds, step // self.stride)
-        states, summary = self.call(states, *self.data.current, keys)
+        states, summary, health = self.call(states, *self.data.current, keys)
         if (step + self.stride) % self.shard_interval == 0:
             self.data.advance()
-        return states, summary
+        return states, summary, health
 
     def window(self, summary):
         return summary  # fetched by the host loop once the next call runs
@@ -118,7 +119,7 @@ class OnlineStage:
         transitions = self.interaction.step(plan, t)
         if t <= self.config.start_training:
             self.replays = self.insert(self.replays, transitions)
-            return states, None
+            return states, None, None
         if self.totals is None:  # zeros of the metrics' shapes, so the call compiles once
             shapes = jax.eval_shape(
                 self.insert_and_update, states, self.replays, None, transitions,
@@ -129,7 +130,7 @@ class OnlineStage:
             states, self.replays, self.totals, transitions, self.update_key, t, self.seeds_dev
         )
         self.updates += self.config.utd
-        return states, None
+        return states, None, None  # divergence shows in the window's metrics and the states
 
     def window(self, _):
         """Host (R,) metrics of the window since the last log: update metrics (once updates
@@ -146,6 +147,14 @@ class OnlineStage:
         out["online/steps_per_s"] = np.full(len(self.envs), rate)
         self.window_step, self.window_time = self.env_steps, now
         return out
+
+
+class DivergenceError(RuntimeError):
+    """Training produced non-finite values; the message names the step, the rows and the metric."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; the message says where and how to resume."""
 
 
 def resume(stage, ckpt, states, out: str):
@@ -165,15 +174,68 @@ def resume(stage, ckpt, states, out: str):
     return states, local
 
 
+_all_finite = jax.jit(jax.vmap(train.all_finite))
+
+
+def _divergence(stage, rows, ckpt, start: int, health=None, values=None, finite=None) -> str:
+    """The message for rows that went non-finite in the call starting at step `start`, or "".
+
+    From the call's `train.nonfinite` health, its logged values (metrics other than episode
+    statistics), or the rows' state check `finite` (R,) bool.
+    """
+    where = np.zeros(len(rows), bool)
+    detail = ""
+    if health is not None:
+        bad_step = np.asarray(health["bad_step"])
+        where = bad_step >= 0
+        if where.any():
+            first = int(np.argmax(where))
+            start += int(bad_step[first])
+            index = int(np.asarray(health["bad_metric"])[first])
+            detail = f"a non-finite {stage.metric_names[index]!r}" if index >= 0 else ""
+    elif values is not None:
+        names = [n for n in sorted(values) if not n.startswith("online/")]
+        bad = {n: ~np.isfinite(np.asarray(values[n], np.float64)) for n in names}
+        where = np.any([bad[n] for n in names], axis=0) if names else where
+        detail = next((f"a non-finite {n!r}" for n in names if bad[n].any()), "")
+    elif finite is not None:
+        where = ~np.asarray(finite)
+    if not where.any():
+        return ""
+    described = ", ".join(
+        f"row {rows.ids[r]} ("
+        + ", ".join(f"{k} {v[r].item():g}" for k, v in rows.columns().items())
+        + ")"
+        for r in np.flatnonzero(where)
+    )
+    latest = ckpt.latest_step()
+    kept = (
+        f"the latest checkpoint (finite) is {ckpt.directory}/{latest}"
+        if latest is not None
+        else "no checkpoint of this stage was saved"
+    )
+    return (
+        f"[{stage.name}] training diverged at step {stage.offset + start + 1}: {described} "
+        f"{'went non-finite' if not detail else 'logged ' + detail} (parameters, losses or dual "
+        f"state); nothing non-finite was saved, {kept}. Lower agent.lr or raise agent.grad_clip, "
+        "then rerun with another --config.run_dir (or --config.allow_config_change=True)."
+    )
+
+
 def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=None, timings=None):
     """Run `stage` for `total` steps: resume, then per call log, evaluate and checkpoint.
 
     Cadences (in the stage's own steps): metrics every `config.log_interval` and at the end,
     evaluation (if `evaluate_fn`) every `eval_interval` and at the end, a checkpoint every
-    `save_interval` and at the end. `timings`, if given, accumulates the seconds spent in
-    evaluation ("evaluate_s") and checkpoint saves ("checkpoint_s").
+    `save_interval` and at the end. Every call's per-row health is checked (one call late, so
+    the device never waits for the host) and the states before any checkpoint or evaluation:
+    non-finite values raise `DivergenceError` and are never saved. `timings`, if given,
+    accumulates the seconds spent in evaluation ("evaluate_s") and checkpoint saves
+    ("checkpoint_s").
     Returns:
       (states, the last evaluation's per-row results or None).
+    Raises:
+      DivergenceError, or Interrupted on Ctrl-C (the last checkpoint stays the latest).
     """
     timings = {} if timings is None else timings
 
@@ -189,38 +251,66 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
     metrics_path = os.path.join(out, run_dir.TRAIN_METRICS_FILE)
-    pending = []  # (record, metrics) logged but not yet fetched to the host
+    pending = []  # (first step, record or None, values or None, health) not yet on the host
 
     def write_pending():
-        for record, values in pending:
-            run_dir.append_rows(metrics_path, train.to_host(values), record, rows.columns())
+        for first, record, values, health in pending:
+            values = None if values is None else train.to_host(values)
+            if record is not None:
+                run_dir.append_rows(metrics_path, values, record, rows.columns())
+            message = _divergence(stage, rows, ckpt, first, health=train.to_host(health))
+            message = message or _divergence(stage, rows, ckpt, first, values=values)
+            if message:
+                bar.close()
+                raise DivergenceError(message)
         pending.clear()
 
-    while step < total:
-        states, metrics = stage.step(states, step)
-        write_pending()  # the previous call's metrics, while this call runs on the device
-        step += stage.stride
-        bar.update(stage.stride)
-        record = {"step": stage.offset + step, "stage": stage.name}
-        end = step == total
-        if step % config.log_interval == 0 or end:
-            pending.append((record, stage.window(metrics)))
-        evaluate_now = evaluate_fn is not None and (step % config.eval_interval == 0 or end)
-        save_now = step % config.save_interval == 0 or end
-        if evaluate_now or save_now:
-            write_pending()  # a checkpoint never gets ahead of the metrics logged before it
-        if evaluate_now:
-            results = timed("evaluate_s", evaluate_fn, states)
-            eval_path = os.path.join(out, run_dir.EVAL_FILE)
-            run_dir.append_rows(eval_path, results, record, rows.columns())
-        if save_now:
-            timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
-        rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-        postfix = {"steps/s": f"{rate:.1f}"}
-        if results is not None:
-            postfix["success"] = f"{np.mean(results['success']):.2f}"
-        bar.set_postfix(postfix, refresh=False)
-    write_pending()
+    try:
+        while step < total:
+            called = time.perf_counter()
+            states, metrics, health = stage.step(states, step)
+            if step == start_step and health is not None:
+                jax.block_until_ready(health)
+                stage.metric_names = sorted(metrics)
+                print(f"[{stage.name}] compiled and ran the first call in "
+                      f"{time.perf_counter() - called:.1f} s")  # fmt: skip
+            write_pending()  # the previous call's metrics, while this call runs on the device
+            first, step = step, step + stage.stride
+            bar.update(stage.stride)
+            record = {"step": stage.offset + step, "stage": stage.name}
+            end = step == total
+            logged = step % config.log_interval == 0 or end
+            values = stage.window(metrics) if logged else None
+            pending.append((first, record if logged else None, values, health))
+            evaluate_now = evaluate_fn is not None and (step % config.eval_interval == 0 or end)
+            save_now = step % config.save_interval == 0 or end
+            if evaluate_now or save_now:
+                write_pending()  # a checkpoint never gets ahead of the metrics logged before it
+                message = _divergence(stage, rows, ckpt, first, finite=_all_finite(states))
+                if message:
+                    raise DivergenceError(message)
+            if evaluate_now:
+                results = timed("evaluate_s", evaluate_fn, states)
+                eval_path = os.path.join(out, run_dir.EVAL_FILE)
+                run_dir.append_rows(eval_path, results, record, rows.columns())
+            if save_now:
+                timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
+            rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+            postfix = {"steps/s": f"{rate:.1f}"}
+            if results is not None:
+                postfix["success"] = f"{np.mean(results['success']):.2f}"
+            bar.set_postfix(postfix, refresh=False)
+        write_pending()
+    except KeyboardInterrupt:
+        bar.close()
+        latest = ckpt.latest_step()
+        raise Interrupted(
+            f"interrupted at step {stage.offset + step} of the {stage.name} stage; rerun the same "
+            f"command to resume from its checkpoint at step {latest}"
+            if latest is not None
+            else f"interrupted at step {stage.offset + step} of the {stage.name} stage, before "
+            "its first checkpoint; rerun the same command to start it again"
+        ) from None
     bar.close()
     return states, results
 

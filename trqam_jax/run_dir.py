@@ -7,9 +7,12 @@ machine without the training stack.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import socket
 from collections.abc import Sequence
 
 from trqam_jax.data.names import domain_and_task
@@ -20,6 +23,8 @@ PROVENANCE_FILE = "provenance.json"  # data and software provenance, written bef
 TRAIN_METRICS_FILE = "train_metrics.jsonl"  # one line per (logged step, seed)
 EVAL_FILE = "eval.jsonl"  # one line per (evaluation step, seed)
 SUMMARY_FILE = "summary.json"  # written at the end of a run
+CONFIG_CHANGES_FILE = "config_changes.jsonl"  # result fields changed on resume, when allowed
+LOCK_FILE = ".lock"  # held by the launcher running in the directory
 
 # ----------------------------------------------------------------------------------------------
 # Writing
@@ -46,18 +51,47 @@ def append_jsonl(path: str, rows: list[dict]) -> None:
 def truncate_jsonl(path: str, keep) -> None:
     """Keep only the rows for which `keep(row)` is true (used when resuming from a checkpoint).
 
-    Rows written after the checkpoint a run resumes from would otherwise appear twice.
+    Rows written after the checkpoint a run resumes from would otherwise appear twice; an
+    unterminated last line (a crash mid-write) is dropped, any other broken line is an error
+    naming the file and line (`read_jsonl`).
     """
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_jsonl(path, required=False, drop_partial=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         for row in rows:
             if keep(row):
                 f.write(json.dumps(row, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(directory: str):
+    """Hold the run directory's lock while the block runs; a second holder is refused.
+
+    The lock is an OS file lock (released by the kernel if the process dies, kill -9 included);
+    the file names the holder (pid@host) for the error message.
+    """
+    path = os.path.join(directory, LOCK_FILE)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirError(
+                f"{directory} is in use by {holder} (lock {path}); wait for that run to finish "
+                "or stop it, or pass another --config.run_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def append_rows(path: str, values: dict, base: dict, columns: dict) -> None:
@@ -171,10 +205,11 @@ def read_json(path: str) -> dict:
         raise RunDirError(f"{path}: not valid JSON ({e}); fix or regenerate the file.") from e
 
 
-def read_jsonl(path: str, required: bool) -> list[dict]:
+def read_jsonl(path: str, required: bool, drop_partial: bool = False) -> list[dict]:
     """The lines of a jsonl file as dicts; [] for a missing file unless `required`.
 
     RunDirError names the line of a broken file, and a required file that is missing or empty.
+    `drop_partial` drops an unterminated last line that does not parse (a crash mid-write).
     """
     if not os.path.isfile(path):
         if required:
@@ -183,20 +218,23 @@ def read_jsonl(path: str, required: bool) -> list[dict]:
                 " leave this run out."
             )
         return []
-    rows = []
     with open(path) as f:
-        for i, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                # A run killed mid-write leaves a truncated last line; say which one.
-                raise RunDirError(
-                    f"{path}:{i}: not valid JSON ({e}). Delete the broken line (a run killed"
-                    " mid-write leaves one) and rerun the report."
-                ) from e
+        lines = f.read().split("\n")
+    # A run killed mid-write leaves an unterminated last line; resuming drops it.
+    partial = lines.pop() if drop_partial else ""
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise RunDirError(
+                f"{path}:{i}: not valid JSON ({e}). Delete the broken line and rerun."
+            ) from e
+    if partial.strip():
+        with contextlib.suppress(json.JSONDecodeError):  # complete but for its newline
+            rows.append(json.loads(partial))
     if required and not rows:
         raise RunDirError(
             f"{path}: empty. The run has not evaluated yet: wait for its first evaluation or leave"

@@ -159,22 +159,46 @@ def mean_metrics(totals: dict, count) -> dict:
     }
 
 
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point value of `tree` is finite (a scalar bool)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def nonfinite(state, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Where one row's call first went non-finite, to stop a diverging run (int32 scalars).
+
+    bad_step: the first update (0-based, within the call) with a non-finite metric; the number
+      of updates if only the final state is non-finite; -1 if everything is finite.
+    bad_metric: index of that update's first non-finite metric in `sorted(metrics)`; -1 if none.
+    """
+    names = sorted(metrics)
+    bad = jnp.stack([~jnp.isfinite(metrics[name].astype(jnp.float32)) for name in names], -1)
+    bad_any = jnp.any(bad, axis=-1)  # (updates,)
+    first = jnp.argmax(bad_any)
+    state_step = jnp.where(all_finite(state), -1, bad_any.shape[0])
+    bad_step = jnp.where(jnp.any(bad_any), first, state_step)
+    bad_metric = jnp.where(jnp.any(bad_any), jnp.argmax(bad[first]), -1)
+    return {"bad_step": bad_step.astype(jnp.int32), "bad_metric": bad_metric.astype(jnp.int32)}
+
+
 @functools.cache  # one compiled program per setting, also across runs in one process
 def make_train_call(
     update: Callable, batch_size: int, horizon: int, discount: float, steps: int
 ) -> Callable:
-    """A compiled `(states, data, size, keys) -> (states, summaries)` running `steps` updates.
+    """A compiled `(states, data, size, keys) -> (states, summaries, health)`: `steps` updates.
 
     `data` is a dict of device arrays of flat transitions (see data/sampler.py), shared by every
     row; `size` is its number of valid rows (traced, so a replay buffer or a padded shard reuses
     the compiled program); `keys` are per-row keys (R, 2). Summaries are per-row scalars (R,):
-    the mean over the call's updates, the last value for the dual state.
+    the mean over the call's updates, the last value for the dual state. `health` is `nonfinite`
+    per row, (R,) each.
     """
 
     def one_row(state, data, size, key):
         sample = lambda k: sample_chunks(k, data, batch_size, horizon, discount, size)
         state, metrics = scan_updates(update, sample, state, jax.random.split(key, steps))
-        return state, mean_metrics(add_metrics(None, metrics), steps)
+        return state, mean_metrics(add_metrics(None, metrics), steps), nonfinite(state, metrics)
 
     return jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0)))
 
