@@ -10,7 +10,10 @@ evaluation success (20 episodes per seed) of 0.00 at 5K fine-tuning steps, 0.05 
 30-episode generated dataset; it is not a benchmark result.
 """
 
+import os
+
 from configs import trqam
+from trqam_jax.data.datasets import DATA_DIR_ENV_VAR
 
 
 def get_config(arg=None):
@@ -19,7 +22,9 @@ def get_config(arg=None):
     config.agent.critic_hidden_dims = (128, 128)
     config.agent.num_qs = 4
     config.agent.batch_size = 128
-    config.dataset_dir = "data/generated"
+    # $OGBENCH_DATA_DIR when set (like every run), else a directory of the checkout, so that the
+    # generated data never lands among official files in ~/.ogbench/data.
+    config.dataset_dir = "" if os.environ.get(DATA_DIR_ENV_VAR) else "data/generated"
     config.generate_if_missing = True
     config.generate_episodes = 30
     config.seeds = 2

@@ -104,6 +104,8 @@ def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_pa
     # Same seed, same data and keys: the rows differ only through the budget of the dual.
     assert rows[0]["lambda"] != rows[2]["lambda"]
     evals = read_jsonl(tmp_path / "eval.jsonl")
+    assert [r["step"] for r in evals] == [0] * 4 + [20] * 4  # the start of fine-tuning, the end
+    evals = evals[4:]
     assert len(evals) == 4 and all(0.0 <= r["success"] <= 1.0 for r in evals)
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["data_source"] == "generated"
@@ -196,7 +198,7 @@ def test_every_agent_runs_bc_then_fine_tuning_and_evaluates(
     rows = read_jsonl(tmp_path / "train_metrics.jsonl")
     assert [(r["stage"], r["step"]) for r in rows] == [("bc", 10)] * 2 + [("offline", 10)] * 2
     assert all(np.isfinite(r[metric]) for r in rows[2:])
-    assert len(read_jsonl(tmp_path / "eval.jsonl")) == 2
+    assert [r["step"] for r in read_jsonl(tmp_path / "eval.jsonl")] == [0, 0, 10, 10]
 
 
 def test_bad_input_fails_before_any_work(tiny_dataset_dir, tmp_path):

@@ -180,6 +180,7 @@ def test_init_from_with_other_widths_names_both_shapes(finished, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="other shapes") as err:
         experiment.run(wider)
     assert "16x16" in str(err.value) and "32x32" in str(err.value)
+    assert not (tmp_path / "wider" / "config.json").exists()  # a corrected rerun is not refused
 
 
 def test_ctrl_c_says_where_and_how_to_resume(tiny_dataset_dir, tmp_path, monkeypatch):

@@ -155,11 +155,17 @@ def data_source(data, config, mesh):
     return loop.StaticData(train.replicate(data.train, mesh), size)
 
 
+def loaded_base(config, rows, examples):
+    """The base field of every row from `config.init_from` (checked against this run), or None."""
+    if not config.init_from:
+        return None
+    key = jax.random.PRNGKey(0)  # only shapes are traced
+    like = jax.eval_shape(lambda k: bc.init(k, config.agent, *examples).params["base"], key)
+    return checkpoint.load_base_params(config.init_from, rows.ids, like)
+
+
 def pretrained_base(config, rows, source, examples, mesh, out, key):
-    """The BC-pretrained base field of every row: loaded (`init_from`), trained, or None."""
-    if config.init_from:
-        like = jax.eval_shape(lambda k: bc.init(k, config.agent, *examples).params["base"], key)
-        return checkpoint.load_base_params(config.init_from, rows.ids, like)
+    """The BC-pretrained base field of every row, trained by the BC stage (or None: no BC)."""
     if not config.bc_steps:
         return None
     init_key, train_key = jax.random.split(key)
@@ -196,6 +202,11 @@ def _run(config, rows, out: str) -> dict:
     data = load_data(config)
     label = data.provenance["data_source"]
     print(f"Data: {data.provenance['dataset_name']} ({label.upper()}), run directory {out}")
+    examples = (
+        jnp.zeros(data.train["observations"].shape[1]),
+        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
+    )
+    base = loaded_base(config, rows, examples)  # before anything is written: it may not fit
     run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), config_record(config))
     provenance = dict(
         data.provenance,
@@ -207,15 +218,12 @@ def _run(config, rows, out: str) -> dict:
     run_dir.write_json(os.path.join(out, run_dir.PROVENANCE_FILE), provenance)
 
     source = data_source(data, config, mesh)
-    examples = (
-        jnp.zeros(data.train["observations"].shape[1]),
-        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
-    )
     init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     init_key, bc_key = jax.random.split(init_key)
     states = train.init_rows(agent, config.agent, init_key, rows.ids, *examples)
     states = common.set_hparams(states, rows.swept)
-    base = pretrained_base(config, rows, source, examples, mesh, out, bc_key)
+    if base is None:
+        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key)
     if base is not None:
         states = jax.vmap(agent.with_pretrained_base)(states, base)
     states = train.shard_rows(states, mesh)
@@ -244,12 +252,20 @@ def _run(config, rows, out: str) -> dict:
         "seeds": rows.seeds.tolist(),
         **{f"{name}s": values.tolist() for name, values in rows.swept.items()},
         "steps": {name: config[name] for name in STAGE_STEPS},
+        "start_success": start_success(out, rows) if final is not None else None,
         "final_success": None if final is None else final["success"].tolist(),
         "final_return": None if final is None else final["return"].tolist(),
         "run_dir": out,
     }
     run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), summary)
     return summary
+
+
+def start_success(out: str, rows) -> list[float] | None:
+    """Per-row success of the policy fine-tuning started from (the offline stage's step 0)."""
+    evals = run_dir.read_jsonl(os.path.join(out, run_dir.EVAL_FILE), required=False)
+    start = [r["success"] for r in evals if r["stage"] == "offline" and r["step"] == 0]
+    return start if len(start) == len(rows) else None  # rows are written in row order
 
 
 def summary_lines(config, summary) -> list[str]:
@@ -259,13 +275,18 @@ def summary_lines(config, summary) -> list[str]:
     if summary["final_success"] is None:
         return lines + ["(no evaluation: config.eval_episodes = 0)"]
     swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
-    lines.append(" ".join([f"{'seed':>5}", *(f"{n:>10}" for n in swept), " success    return"]))
+    start = summary.get("start_success") or [np.nan] * summary["rows"]
+    header = [f"{'seed':>5}", *(f"{n:>10}" for n in swept), "   start  success    return"]
+    lines.append(" ".join(header))
     for row, seed in enumerate(summary["seeds"]):
         values = "".join(f" {v[row]:>10.3g}" for v in swept.values())
         success, ret = summary["final_success"][row], summary["final_return"][row]
-        lines.append(f"{seed:>5}{values} {success:>8.2f} {ret:>9.1f}")
+        lines.append(f"{seed:>5}{values} {start[row]:>8.2f} {success:>8.2f} {ret:>9.1f}")
     mean = np.mean(summary["final_success"])
-    lines.append(f"mean success {mean:.3f}; wall clock {summary['wall_clock_s']:.0f} s")
+    lines.append(
+        f"mean success {np.mean(start):.3f} at the start of fine-tuning, {mean:.3f} at the end; "
+        f"wall clock {summary['wall_clock_s']:.0f} s"
+    )
     out = summary.get("run_dir")
     if out:
         lines.append(f"Results in {out}; tables and plots: python -m experiments.report {out} "

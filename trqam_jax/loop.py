@@ -46,6 +46,7 @@ class OfflineStage:
 
     offset = 0  # step of the run at which the stage's step 0 lies
     resumable = True
+    evaluate_at_start = True
 
     def __init__(self, name, agent, config, data, key, rows):
         self.name, self.data, self.key, self.seeds = name, data, key, rows.seeds
@@ -84,6 +85,7 @@ class OnlineStage:
     name = "online"
     stride = 1
     resumable = False
+    evaluate_at_start = False  # the offline stage's final evaluation is its start
 
     def __init__(self, agent, config, offline_train, envs, key, rows):
         self.offset = config.offline_steps
@@ -166,10 +168,12 @@ def resume(stage, ckpt, states, out: str):
         states = checkpoint.restore(ckpt, step, states)
         print(f"[{stage.name}] resuming from step {step - stage.offset}")
     local = 0 if step is None else step - stage.offset
+    # Without a checkpoint nothing of this stage survives (its step-0 evaluation included).
+    last_kept = stage.offset + local if step is not None else -1
     for name in (run_dir.TRAIN_METRICS_FILE, run_dir.EVAL_FILE):
         run_dir.truncate_jsonl(
             os.path.join(out, name),
-            lambda row: row["stage"] != stage.name or row["step"] <= stage.offset + local,
+            lambda row: row["stage"] != stage.name or row["step"] <= last_kept,
         )
     return states, local
 
@@ -226,7 +230,8 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
     """Run `stage` for `total` steps: resume, then per call log, evaluate and checkpoint.
 
     Cadences (in the stage's own steps): metrics every `config.log_interval` and at the end,
-    evaluation (if `evaluate_fn`) every `eval_interval` and at the end, a checkpoint every
+    evaluation (if `evaluate_fn`) at the start (`stage.evaluate_at_start`, on a fresh start),
+    every `eval_interval` and at the end, a checkpoint every
     `save_interval` and at the end. Every call's per-row health is checked (one call late, so
     the device never waits for the host) and the states before any checkpoint or evaluation:
     non-finite values raise `DivergenceError` and are never saved. `timings`, if given,
@@ -248,6 +253,12 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
     ckpt = checkpoint.manager(os.path.join(out, "checkpoints", stage.name))
     states, step = resume(stage, ckpt, states, out)
     states = stage.start(states, step)
+    eval_path = os.path.join(out, run_dir.EVAL_FILE)
+    if evaluate_fn is not None and step == 0 and stage.evaluate_at_start:
+        # The policy fine-tuning starts from (for TRQAM / QAM the BC policy: fine = base).
+        start_record = {"step": stage.offset, "stage": stage.name}
+        run_dir.append_rows(eval_path, timed("evaluate_s", evaluate_fn, states), start_record,
+                            rows.columns())  # fmt: skip
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
     metrics_path = os.path.join(out, run_dir.TRAIN_METRICS_FILE)
@@ -291,7 +302,6 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
                     raise DivergenceError(message)
             if evaluate_now:
                 results = timed("evaluate_s", evaluate_fn, states)
-                eval_path = os.path.join(out, run_dir.EVAL_FILE)
                 run_dir.append_rows(eval_path, results, record, rows.columns())
             if save_now:
                 timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
