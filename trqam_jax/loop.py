@@ -221,8 +221,9 @@ def _divergence(stage, rows, ckpt, start: int, health=None, values=None, finite=
     return (
         f"[{stage.name}] training diverged at step {stage.offset + start + 1}: {described} "
         f"{'went non-finite' if not detail else 'logged ' + detail} (parameters, losses or dual "
-        f"state); nothing non-finite was saved, {kept}. Lower agent.lr or raise agent.grad_clip, "
-        "then rerun with another --config.run_dir (or --config.allow_config_change=True)."
+        f"state); nothing non-finite was saved, {kept}. Lower agent.lr (or clip harder with a "
+        "smaller agent.grad_clip), then rerun with another --config.run_dir (or "
+        "--config.allow_config_change=True)."
     )
 
 
