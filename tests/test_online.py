@@ -56,12 +56,12 @@ class Recording(loop.OnlineStage):
         return super().start(states, step)
 
     def step(self, states, step):
-        states, metrics = super().step(states, step)
+        states, metrics, health = super().step(states, step)
         self.seen[step + 1] = (
             np.asarray(self.replays.size),
             (np.asarray(states.step), jax.tree.map(np.asarray, states.params)),
         )
-        return states, metrics
+        return states, metrics, health
 
 
 def _run(setup, out, key=1, sparse=False, total=TOTAL, start=START, log_interval=5):
