@@ -9,7 +9,7 @@ from trqam_jax import networks
 from trqam_jax.adjoint import adjoint_matching_loss, lean_adjoint, terminal_adjoint
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import euler_sample, flow_times
-from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
+from trqam_jax.sde import final_step, noise_scale_sq, ode_and_sde_rollout, sde_rollout
 from trqam_jax.trust_region import path_kl
 
 K, B, D, DIM = 6, 8, 4, 3
@@ -155,3 +155,17 @@ def test_td_target_and_critic_loss_match_numpy():
         [[w * (qe - y) ** 2 for qe, y, w in zip(row, expected, weights, strict=True)] for row in q]
     )
     np.testing.assert_allclose(loss, manual, rtol=1e-5)
+
+
+def test_paired_rollout_equals_euler_sampler_and_sde_rollout():
+    """The fused chain's two halves are `euler_sample` and `sde_rollout` of their own rows."""
+    keys = jax.random.split(jax.random.PRNGKey(7), 6)
+    net = _net_field(keys[0])
+    ode_obs, sde_obs = jax.random.normal(keys[1], (6, D)), jax.random.normal(keys[2], (B, D))
+    ode_x0 = 3.0 * jax.random.normal(keys[3], (6, DIM))  # large enough for the clip to act
+    sde_x0 = jax.random.normal(keys[4], (B, DIM))
+    paired = net(jnp.concatenate([ode_obs, sde_obs]))
+    actions, xs = ode_and_sde_rollout(paired, ode_x0, sde_x0, keys[5], K)
+    np.testing.assert_allclose(actions, euler_sample(net(ode_obs), ode_x0, K), atol=1e-5)
+    np.testing.assert_allclose(xs, sde_rollout(net(sde_obs), sde_x0, keys[5], K), atol=1e-5)
+    assert np.abs(actions).max() == 1.0 and xs.shape == (K, B, DIM)

@@ -25,7 +25,7 @@ from trqam_jax.agents import common
 from trqam_jax.agents.common import SharedConfig, field
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import euler_sample, flow_matching_loss, flow_times
-from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
+from trqam_jax.sde import final_step, noise_scale_sq, ode_and_sde_rollout, sde_rollout
 from trqam_jax.trust_region import DualConfig, dual_update, effective_lambda, ema_update, path_kl
 
 AGENT_KINDS = ("trqam", "qam")
@@ -42,6 +42,7 @@ class AgentConfig(SharedConfig):
 
     kind: str
     dual: DualConfig
+    fuse_rollouts: bool
 
 
 @flax.struct.dataclass
@@ -140,6 +141,22 @@ def _temperature(state: AgentState):
     return jnp.ones(()), state.hparams["inv_temp"]
 
 
+def _fine_rollouts(cfg: AgentConfig, module, fine_params, next_obs, obs, next_noise, x0, sde_key):
+    """(next actions (B, d) of the Euler sampler at s', SDE states (K, B, d) at s).
+
+    `cfg.fuse_rollouts` runs both as one chain of K calls on a 2B batch (`ode_and_sde_rollout`);
+    otherwise one after the other (the reference's order). Same numbers up to round-off.
+    """
+    if cfg.fuse_rollouts:
+        paired = field(module, fine_params, jnp.concatenate([next_obs, obs], axis=0))
+        return ode_and_sde_rollout(paired, next_noise, x0, sde_key, cfg.flow_steps, cfg.flow_unroll)
+    next_actions = euler_sample(
+        field(module, fine_params, next_obs), next_noise, cfg.flow_steps, cfg.flow_unroll
+    )
+    xs = sde_rollout(field(module, fine_params, obs), x0, sde_key, cfg.flow_steps, cfg.flow_unroll)
+    return next_actions, xs
+
+
 def update(state: AgentState, batch, key, extension: Extension | None = None):
     """One gradient step: critic TD + BC flow + adjoint matching, targets, dual update.
 
@@ -164,10 +181,12 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
     actions, weights = common.flat_actions(batch, cfg)
     bc_key, next_key, x0_key, sde_key = jax.random.split(key, 4)
 
-    # Critic target: the deployed (deterministic) policy at s', scored by the target ensemble.
+    # The deployed (deterministic) policy at s' for the critic target, and the memoryless SDE
+    # rollout of the fine field at s for adjoint matching.
     next_noise = jax.random.normal(next_key, (batch_size, cfg.chunk_dim))
-    next_actions = euler_sample(
-        field(module, params["fine"], next_obs), next_noise, k_steps, cfg.flow_unroll
+    x0 = jax.random.normal(x0_key, (batch_size, cfg.chunk_dim))
+    next_actions, xs = _fine_rollouts(
+        cfg, module, params["fine"], next_obs, obs, next_noise, x0, sde_key
     )
     if extension is not None:
         # A key of its own, so that TRQAM / QAM draw exactly the same numbers as without hooks.
@@ -178,11 +197,9 @@ def update(state: AgentState, batch, key, extension: Extension | None = None):
         batch["rewards"], batch["masks"], next_q, cfg.discount, cfg.horizon, cfg.rho
     )
 
-    # Memoryless SDE rollout of the fine field and lean adjoint through the EMA reference.
+    # Lean adjoint through the EMA reference.
     lambda_eff, adj_scale = _temperature(state)
     ref = field(module, params["target_base"], obs)
-    x0 = jax.random.normal(x0_key, (batch_size, cfg.chunk_dim))
-    xs = sde_rollout(field(module, params["fine"], obs), x0, sde_key, k_steps, cfg.flow_unroll)
     times = flow_times(k_steps)
     v_ref = _stacked_field(module, params["target_base"], obs, xs, times)
     x_final = final_step(xs[-1], v_ref[-1], k_steps)
