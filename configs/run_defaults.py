@@ -19,6 +19,10 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.agent = agent
     config.domain = domain
     config.task = 1  # env id: {domain}-singletask-task{task}-v0
+    # Several tasks of the domain in one program, e.g. (1, 2, 3, 4, 5): the rows are tasks x
+    # kl_budgets x seeds, sharing one copy of the data (only rewards and masks differ by task).
+    # Empty = the single `task`.
+    config.tasks = ()
     # Data: official OGBench files, or generated with experiments.make_dataset (labelled so).
     config.dataset_dir = ""  # "" = $OGBENCH_DATA_DIR, else ~/.ogbench/data
     config.generate_if_missing = False  # generate a small labelled dataset when files are absent

@@ -1,4 +1,4 @@
-"""On-device replay buffer: initialisation from offline data, jitted inserts, wrap-around."""
+"""On-device replay: shared offline part + per-row online ring buffers, inserts, wrap-around."""
 
 import jax
 import jax.numpy as jnp
@@ -23,50 +23,85 @@ def transition(i, terminal=0.0, mask=1.0):
     }
 
 
-def test_init_keeps_offline_rows_and_samples_like_the_dataset():
+def _fill(state, steps):
+    """Insert the transitions `steps` in order, in one jitted scan."""
+    stacked = {k: np.stack([s[k] for s in steps]) for k in replay.FIELDS}
+
+    @jax.jit
+    def fill(state, stacked):
+        return jax.lax.scan(lambda st, tr: (replay.insert(st, tr), None), state, stacked)[0]
+
+    return fill(state, stacked), stacked
+
+
+def _online_steps(first, count):
+    """`count` transitions numbered from `first`: episodes end every 6, a success at the 10th."""
+    return [
+        transition(first + t, terminal=float(t % 6 == 5), mask=0.0 if t == 9 else 1.0)
+        for t in range(count)
+    ]
+
+
+def test_an_empty_online_part_samples_like_the_dataset():
     data = hand_built_data()
-    n = len(data["rewards"])
-    state = replay.init_replay(data, capacity=n + 7)
-    assert int(state.size) == n and int(state.pointer) == n
-    for k in replay.FIELDS:
-        np.testing.assert_array_equal(state.data[k][:n], data[k])
+    state = replay.init_replay(data, capacity=7)
+    assert int(state.size) == 0 and int(state.pointer) == 0
     key = jax.random.PRNGKey(1)
-    got = replay.sample(key, state, 32, 3, 0.9)
+    got = replay.sample(key, state, 32, 3, 0.9, offline=jax.device_put(data))
     want = sample_chunks(key, jax.device_put(data), 32, 3, 0.9)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_capacity_smaller_than_data_is_rejected():
+def test_shared_offline_plus_online_equals_one_buffer_holding_both():
+    """The batches of a buffer that stores the dataset followed by the online steps (what each
+    row held before the offline part was shared), on the same keys, chunks across the seam too."""
+    data = hand_built_data()
+    n, online, horizon = len(data["rewards"]), 13, 4
+    state, stacked = _fill(replay.init_replay(data, capacity=20), _online_steps(n, online))
+    whole = {k: np.concatenate([data[k], stacked[k]]) for k in replay.FIELDS}
+    for seed in range(3):
+        key = jax.random.PRNGKey(seed)
+        got = replay.sample(key, state, 256, horizon, 0.95, offline=jax.device_put(data))
+        want = sample_chunks(key, jax.device_put(whole), 256, horizon, 0.95)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    ids = np.round(np.asarray(got["actions"][..., 0]) * 100).astype(int)
+    assert ((ids[:, 0] < n) & (ids[:, -1] >= n)).any()  # the seam is exercised
+
+
+def test_offline_labels_are_read_from_the_rows_task_column():
+    data = hand_built_data()
+    n = len(data["rewards"])
+    tasks = dict(data, rewards=np.stack([data["rewards"], -2.0 * data["rewards"]], axis=1),
+                 masks=np.stack([data["masks"], 1.0 - data["masks"]], axis=1))  # fmt: skip
+    state, _ = _fill(replay.init_replay(tasks, capacity=8), _online_steps(n, 5))
+    assert state.data["rewards"].shape == (8,)  # a row stores its own task's labels only
+    key = jax.random.PRNGKey(2)
+    for task in (0, 1):
+        single = dict(data, rewards=tasks["rewards"][:, task], masks=tasks["masks"][:, task])
+        want = replay.sample(key, state, 64, 3, 0.9, offline=jax.device_put(single))
+        got = jax.jit(lambda t, s: replay.sample(key, s, 64, 3, 0.9, jax.device_put(tasks), t))(
+            task, state
+        )
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{k}, task {task}")
+
+
+def test_capacity_below_one_is_rejected():
     with pytest.raises(ValueError, match="capacity"):
-        replay.init_replay(hand_built_data(), capacity=5)
+        replay.init_replay(hand_built_data(), capacity=0)
 
 
 def test_wrap_around_never_crosses_the_write_pointer():
-    data = hand_built_data()
-    n, capacity, online, horizon = len(data["rewards"]), 24, 31, 4
-    # Offline rows carry ids 0..n-1 (their row index); online transitions continue the count.
-    # Episodes end every 6 online steps and a success happens at step n + 9.
-    steps = [
-        transition(n + t, terminal=float(t % 6 == 5), mask=0.0 if t == 9 else 1.0)
-        for t in range(online)
-    ]
-    stacked = {k: np.stack([s[k] for s in steps]) for k in replay.FIELDS}
-
-    @jax.jit
-    def fill(state, stacked):
-        def body(state, tr):
-            return replay.insert(state, tr), None
-
-        return jax.lax.scan(body, state, stacked)[0]
-
-    state = fill(replay.init_replay(data, capacity), stacked)
-    total = n + online
+    capacity, online, horizon = 24, 31, 4
+    no_rows = {k: np.asarray(v)[None][:0] for k, v in transition(0).items()}
+    state, stacked = _fill(replay.init_replay(no_rows, capacity), _online_steps(0, online))
     assert int(state.size) == capacity
-    assert int(state.pointer) == total % capacity
+    assert int(state.pointer) == online % capacity
 
     # The logical history is the last `capacity` transitions in insertion order.
-    history = {k: np.concatenate([data[k], stacked[k]])[total - capacity :] for k in replay.FIELDS}
+    history = {k: v[online - capacity :] for k, v in stacked.items()}
     batch = jax.device_get(
         jax.jit(lambda key, s: replay.sample(key, s, 512, horizon, 0.95))(
             jax.random.PRNGKey(4), state
@@ -76,12 +111,12 @@ def test_wrap_around_never_crosses_the_write_pointer():
     ids = np.round(ids).astype(int)
     # Consecutive in insertion order, all still stored, none past the newest transition.
     np.testing.assert_array_equal(np.diff(ids, axis=1), np.ones((512, horizon - 1)))
-    assert ids.min() >= total - capacity and ids.max() <= total - 1
+    assert ids.min() >= online - capacity and ids.max() <= online - 1
     # Chunks that straddle the physical end of storage exist (the wrap is exercised).
     physical = ids % capacity
     assert (physical[:, 0] > physical[:, -1]).any()
     # Every logical start appears, and each batch element equals the numpy reference.
-    starts = ids[:, 0] - (total - capacity)
+    starts = ids[:, 0] - (online - capacity)
     np.testing.assert_array_equal(np.unique(starts), np.arange(capacity - horizon + 1))
     for b in range(0, 512, 7):
         want = reference_chunk(history, starts[b], horizon, 0.95)
@@ -116,10 +151,9 @@ def test_insert_rejects_a_transition_of_another_shape():
 
 def test_vmapped_per_seed_buffers_insert_independently():
     data = hand_built_data()
-    n = len(data["rewards"])
-    states = jax.vmap(lambda _: replay.init_replay(data, n + 4))(jnp.arange(2))
+    states = jax.vmap(lambda _: replay.init_replay(data, 4))(jnp.arange(2))
     per_seed = {k: np.stack([transition(100)[k], transition(200)[k]]) for k in replay.FIELDS}
     states = jax.jit(jax.vmap(replay.insert))(states, per_seed)
-    np.testing.assert_array_equal(states.size, [n + 1, n + 1])
-    np.testing.assert_array_equal(states.data["observations"][:, n, 0], [100.0, 200.0])
-    np.testing.assert_array_equal(states.data["observations"][:, n + 1], 0.0)
+    np.testing.assert_array_equal(states.size, [1, 1])
+    np.testing.assert_array_equal(states.data["observations"][:, 0, 0], [100.0, 200.0])
+    np.testing.assert_array_equal(states.data["observations"][:, 1], 0.0)

@@ -44,6 +44,7 @@ def setup(tiny_dataset_dir):
 class Result(NamedTuple):
     states: object
     replays: object
+    offline: dict  # the stage's one device copy of the offline data
     episodes: dict
     logs: list  # (step, {metric: (R,) values}) of train_metrics.jsonl
 
@@ -85,12 +86,13 @@ def _run(setup, out, key=1, sparse=False, total=TOTAL, start=START, log_interval
         (step, {k: np.asarray([r.get(k, np.nan) for r in recs]) for k in recs[0] if k != "stage"})
         for step, recs in logs.items()
     ]
-    return Result(states, stage.replays, stage.interaction.episode_arrays(), table), stage.seen
+    result = Result(states, stage.replays, stage.offline, stage.interaction.episode_arrays(), table)
+    return result, stage.seen
 
 
-def _online_rows(result, n, r):
-    """Row r's online transitions (numpy), in insertion order."""
-    return {k: np.asarray(v[r, n:]) for k, v in result.replays.data.items()}
+def _online_rows(result, r):
+    """Row r's online transitions (numpy), in insertion order (the buffers never wrap here)."""
+    return {k: np.asarray(v[r]) for k, v in result.replays.data.items()}
 
 
 def _replay_env(env, stored, row, sparse):
@@ -128,12 +130,12 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup, tmp_pa
     params_at = {step: params for step, (_, params) in seen.items()}
     logs = result.logs
 
-    # One transition per env step per row; the offline rows are untouched.
+    # One online transition per env step per row, next to one untouched copy of the offline data.
     for step, size in sizes.items():
-        np.testing.assert_array_equal(size, [n + step] * ROWS)
+        np.testing.assert_array_equal(size, [step] * ROWS)
+    assert result.replays.data["rewards"].shape[:2] == (ROWS, TOTAL)
     for k, v in offline.items():
-        if k in result.replays.data:
-            np.testing.assert_array_equal(np.asarray(result.replays.data[k][1, :n]), v)
+        np.testing.assert_array_equal(np.asarray(result.offline[k]), v)
 
     # No update during the first START steps, UTD updates per step afterwards.
     for step, (counter, params) in params_at.items():
@@ -151,7 +153,7 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup, tmp_pa
     episodes = result.episodes
     assert len(episodes["row"]) >= ROWS  # MAX_STEPS < TOTAL: every row reset at least once
     for r in range(ROWS):
-        summaries = _replay_env(envs[0], _online_rows(result, n, r), r, sparse=False)
+        summaries = _replay_env(envs[0], _online_rows(result, r), r, sparse=False)
         mine = episodes["row"] == r
         np.testing.assert_array_equal(episodes["episode"][mine], [s[2] for s in summaries])
         np.testing.assert_array_equal(episodes["success"][mine], [s[0] for s in summaries])
@@ -160,8 +162,10 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup, tmp_pa
     # Logs: windows of 5 steps; update metrics only once updates ran, everything per row.
     assert [step for step, _ in logs] == [5, 10, TOTAL]
     assert "critic_loss" not in logs[0][1] and "critic_loss" in logs[1][1]
-    for _, metrics in logs:
+    for step, metrics in logs:
         np.testing.assert_array_equal(metrics.pop("seed"), np.arange(ROWS))
+        np.testing.assert_array_equal(metrics.pop("task"), np.ones(ROWS))
+        np.testing.assert_array_equal(metrics["replay/size"], [n + step] * ROWS)
         for name, values in metrics.items():
             assert values.shape == (ROWS,), name
             if not name.startswith("online/") or name == "online/episodes":
@@ -173,8 +177,7 @@ def test_online_run_stores_env_transitions_and_updates_after_start(setup, tmp_pa
     jax.tree.map(np.testing.assert_array_equal, (again.states, again.replays), result[:2])
     other, _ = _run(setup, tmp_path / "other", key=2)
     assert not np.array_equal(
-        np.asarray(other.replays.data["actions"][0, n:]),
-        np.asarray(result.replays.data["actions"][0, n:]),
+        np.asarray(other.replays.data["actions"][0]), np.asarray(result.replays.data["actions"][0])
     )
 
 
@@ -182,14 +185,13 @@ def test_open_loop_chunks_and_sparse_rewards(setup, tmp_path):
     """Without updates the policy is fixed, so every stored action is the planned chunk's: a new
     chunk from the current observation at each episode start and every H steps within it."""
     offline, envs, init_states = setup
-    n = len(offline["rewards"])
     total = 2 * MAX_STEPS + 2
     result, _ = _run(setup, tmp_path, key=5, sparse=True, total=total, start=total)
     states = init_states()
     act = jax.jit(trqam.act)
     plan_key = jax.random.split(jax.random.PRNGKey(5))[1]
     for r in range(ROWS):
-        stored = _online_rows(result, n, r)
+        stored = _online_rows(result, r)
         _replay_env(envs[0], stored, r, sparse=True)
         assert set(np.unique(stored["rewards"])) <= {-1.0, 0.0}
         state = jax.tree.map(lambda x, r=r: x[r], states)

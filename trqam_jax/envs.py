@@ -143,12 +143,12 @@ class EnvPool:
         self.workers = []
 
 
-def _worker_main(conn, env_name, max_episode_steps, indices, headless) -> None:
+def _worker_main(conn, env_names, max_episode_steps, indices, headless) -> None:
     """Worker process: owns the environments `indices` and serves reset / chunk commands."""
     try:
         if headless:
             headless_mujoco()
-        envs = {i: make_env(env_name, max_episode_steps) for i in indices}
+        envs = {i: make_env(env_names[i], max_episode_steps) for i in indices}
         conn.send(("ok", None))
         while True:
             command, jobs = conn.recv()
@@ -172,16 +172,18 @@ def _receive(conn):
 
 
 def make_envs(
-    env_name: str,
+    env_name: str | Sequence[str],
     num_envs: int,
     max_episode_steps: int | None = None,
     headless: bool = True,
     num_workers: int = 0,
 ) -> EnvPool:
-    """Creates `num_envs` environments of one OGBench task, to be reused by every rollout.
+    """Creates `num_envs` environments of OGBench tasks, to be reused by every rollout.
 
     Args:
-      env_name: an environment id or a dataset-style name (see `make_env`).
+      env_name: an environment id or a dataset-style name (see `make_env`), or one such name
+        per environment (e.g. the tasks of one domain: they share observation and action
+        spaces).
       num_envs: N; e.g. `evaluate` runs N episodes at a time (N >= number of seeds, best S x M),
         online training steps one environment per agent row.
       max_episode_steps: overrides the registered time limit (None keeps OGBench's).
@@ -194,10 +196,13 @@ def make_envs(
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    env_names = [env_name] * num_envs if isinstance(env_name, str) else list(env_name)
+    if len(env_names) != num_envs:
+        raise ValueError(f"{len(env_names)} environment names for num_envs={num_envs}")
     if headless:
         headless_mujoco()
     # One local env also tells the dimensions and time limit in worker mode.
-    probe = make_env(env_name, max_episode_steps)
+    probe = make_env(env_names[0], max_episode_steps)
     obs_shape, act_shape = probe.observation_space.shape, probe.action_space.shape
     if len(obs_shape) != 1 or len(act_shape) != 1:
         raise ValueError(
@@ -213,7 +218,7 @@ def make_envs(
         max_episode_steps=spec.max_episode_steps if spec is not None else max_episode_steps,
     )
     if num_workers <= 0:
-        pool.envs = [probe] + [make_env(env_name, max_episode_steps) for _ in range(num_envs - 1)]
+        pool.envs = [probe] + [make_env(name, max_episode_steps) for name in env_names[1:]]
         return pool
     import multiprocessing
 
@@ -223,7 +228,7 @@ def make_envs(
         parent, child = context.Pipe()
         process = context.Process(
             target=_worker_main,
-            args=(child, env_name, max_episode_steps, owned, headless),
+            args=(child, env_names, max_episode_steps, owned, headless),
             daemon=True,
         )
         process.start()

@@ -33,8 +33,14 @@ STAGE_STEPS = ("bc_steps", "offline_steps", "online_steps")
 ConfigError = validation.ConfigError
 
 
-def env_name_of(config) -> str:
-    return names.env_name(config.domain, config.task)
+def tasks_of(config) -> tuple[int, ...]:
+    """The tasks the rows train on: `config.tasks`, or the single `config.task`."""
+    return tuple(int(t) for t in config.tasks) or (int(config.task),)
+
+
+def env_name_of(config, task: int | None = None) -> str:
+    """The environment of `task` (default the run's first task): config.json's `env_name`."""
+    return names.env_name(config.domain, tasks_of(config)[0] if task is None else task)
 
 
 def swept_values(config) -> dict[str, tuple]:
@@ -47,29 +53,34 @@ def swept_values(config) -> dict[str, tuple]:
 def check_config(config) -> train.Rows:
     """Fail before any work on a config that cannot run; returns the rows this launcher runs."""
     validation.check_run_config(config)
-    parse_env_name(env_name_of(config))  # unknown domain or task -> DataError with the fix
+    for task in tasks_of(config):
+        parse_env_name(env_name_of(config, task))  # unknown domain or task -> DataError, fix
     if jax.process_count() > 1 and config.rows_parts == 1:
         # Multi-host (jax.distributed): each process runs its own block of independent rows.
         config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
     try:
         rows = train.make_rows(
-            config.seeds, swept_values(config), config.rows_part, config.rows_parts
-        )
+            config.seeds, swept_values(config), config.rows_part, config.rows_parts,
+            tasks_of(config),
+        )  # fmt: skip
     except ValueError as err:
         raise ConfigError(str(err)) from None
     devices = jax.local_device_count()
     if len(rows) % devices:
         raise ConfigError(
-            f"{len(rows)} rows (kl_budgets x seeds) do not divide among {devices} devices; "
-            f"use a multiple of {devices} seeds"
+            f"{len(rows)} rows (tasks x kl_budgets x seeds) do not divide among {devices} "
+            f"devices; use a multiple of {devices} seeds"
         )
     return rows
 
 
 def run_directory(config) -> str:
-    """Where the run writes: `config.run_dir`, else runs/<agent>-<domain>-task<n> (+ /part<i>)."""
+    """Where the run writes: `config.run_dir`, else runs/<agent>-<domain>-task<n> (one task) or
+    runs/<agent>-<domain>-tasks<n>-<m>-... (several), + /part<i> for a part of a split sweep."""
+    tasks = tasks_of(config)
+    name = f"task{tasks[0]}" if len(tasks) == 1 else "tasks" + "-".join(map(str, tasks))
     out = config.run_dir or os.path.join(
-        "runs", f"{config.agent.agent_name}-{config.domain}-task{config.task}"
+        "runs", f"{config.agent.agent_name}-{config.domain}-{name}"
     )
     return os.path.join(out, f"part{config.rows_part}") if config.rows_parts > 1 else out
 
@@ -121,7 +132,9 @@ def load_data(config):
     naming it (nothing is overwritten).
     """
     data_dir = resolve_data_dir(config.dataset_dir or None)
-    kwargs = dict(sparse=config.sparse, proportion=config.dataset_proportion)
+    kwargs = dict(
+        sparse=config.sparse, proportion=config.dataset_proportion, tasks=tasks_of(config)
+    )
     try:
         return load_offline_data(env_name_of(config), data_dir, **kwargs)
     except DatasetNotFoundError:
@@ -148,7 +161,7 @@ def load_data(config):
 def data_source(data, config, mesh):
     """The dataset on the devices: `StaticData`, or a `ShardRotator` over a sharded release."""
     if data.shard_paths:
-        loader = shard_loader(env_name_of(config), config.sparse)
+        loader = shard_loader(env_name_of(config), config.sparse, tasks=tasks_of(config))
         put = lambda tree: train.replicate(tree, mesh)
         return ShardRotator(data.shard_paths, loader, first=data.train, put=put)
     size = jnp.int32(len(data.train["rewards"]))
@@ -161,7 +174,7 @@ def loaded_base(config, rows, examples):
         return None
     key = jax.random.PRNGKey(0)  # only shapes are traced
     like = jax.eval_shape(lambda k: bc.init(k, config.agent, *examples).params["base"], key)
-    return checkpoint.load_base_params(config.init_from, rows.ids, like)
+    return checkpoint.load_base_params(config.init_from, rows.key_ids, like)
 
 
 def pretrained_base(config, rows, source, examples, mesh, out, key):
@@ -169,11 +182,16 @@ def pretrained_base(config, rows, source, examples, mesh, out, key):
     if not config.bc_steps:
         return None
     init_key, train_key = jax.random.split(key)
-    states = train.init_rows(bc, config.agent, init_key, rows.ids, *examples)
+    states = train.init_rows(bc, config.agent, init_key, rows.key_ids, *examples)
     states = train.shard_rows(states, mesh)
     stage = loop.OfflineStage("bc", bc, config, source, train_key, rows)
     states, _ = loop.run_stage(stage, states, config.bc_steps, config, out, rows)
     return states.params["base"]
+
+
+def row_env_names(config, rows, per_row: int = 1) -> list[str]:
+    """`per_row` environments of each row's own task, row after row (an `EnvPool`'s layout)."""
+    return [env_name_of(config, int(task)) for task in rows.tasks for _ in range(per_row)]
 
 
 def run(config) -> dict:
@@ -212,7 +230,7 @@ def _run(config, rows, out: str) -> dict:
         data.provenance,
         versions=versions(),
         devices=[str(d) for d in jax.devices()],
-        rows={"seeds": config.seeds, "row_ids": rows.ids.tolist()}
+        rows={"seeds": config.seeds, "row_ids": rows.ids.tolist(), "tasks": rows.tasks.tolist()}
         | {name: values.tolist() for name, values in rows.swept.items()},
     )
     run_dir.write_json(os.path.join(out, run_dir.PROVENANCE_FILE), provenance)
@@ -220,7 +238,7 @@ def _run(config, rows, out: str) -> dict:
     source = data_source(data, config, mesh)
     init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     init_key, bc_key = jax.random.split(init_key)
-    states = train.init_rows(agent, config.agent, init_key, rows.ids, *examples)
+    states = train.init_rows(agent, config.agent, init_key, rows.key_ids, *examples)
     states = common.set_hparams(states, rows.swept)
     if base is None:
         base = pretrained_base(config, rows, source, examples, mesh, out, bc_key)
@@ -231,14 +249,14 @@ def _run(config, rows, out: str) -> dict:
     evaluate_fn = None
     if config.eval_episodes:
         per_row = max(1, min(config.eval_episodes, config.eval_envs // len(rows)))
-        envs = make_envs(env_name_of(config), len(rows) * per_row)
+        envs = make_envs(row_env_names(config, rows, per_row), len(rows) * per_row)
         evaluate_fn = loop.make_evaluator(config, envs, agent.act, eval_key, rows)
     stage = loop.OfflineStage("offline", agent, config, source, train_key, rows)
     states, final = loop.run_stage(
         stage, states, config.offline_steps, config, out, rows, evaluate_fn
     )
     if config.online_steps:
-        envs = make_envs(env_name_of(config), len(rows)).envs
+        envs = make_envs(row_env_names(config, rows), len(rows)).envs
         online_key = jax.random.fold_in(train_key, 1)
         stage = loop.OnlineStage(agent, config, data.train, envs, online_key, rows)
         states, online_final = loop.run_stage(
@@ -249,6 +267,7 @@ def _run(config, rows, out: str) -> dict:
         "wall_clock_s": time.perf_counter() - start,
         "data_source": label,
         "rows": len(rows),
+        "tasks": rows.tasks.tolist(),
         "seeds": rows.seeds.tolist(),
         **{f"{name}s": values.tolist() for name, values in rows.swept.items()},
         "steps": {name: config[name] for name in STAGE_STEPS},
@@ -269,19 +288,23 @@ def start_success(out: str, rows) -> list[float] | None:
 
 
 def summary_lines(config, summary) -> list[str]:
-    """A table of the final evaluation per row (seed, swept value), with the data label."""
+    """A table of the final evaluation per row (task, seed, swept value), with the data label."""
     tag = " [GENERATED data]" if summary["data_source"] == "generated" else ""
-    lines = [f"\n{config.agent.agent_name} on {env_name_of(config)}{tag}"]
+    tasks = summary.get("tasks") or [tasks_of(config)[0]] * summary["rows"]
+    several = len(set(tasks)) > 1
+    where = f"{config.domain} tasks {sorted(set(tasks))}" if several else env_name_of(config)
+    lines = [f"\n{config.agent.agent_name} on {where}{tag}"]
     if summary["final_success"] is None:
         return lines + ["(no evaluation: config.eval_episodes = 0)"]
     swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
     start = summary.get("start_success") or [np.nan] * summary["rows"]
-    header = [f"{'seed':>5}", *(f"{n:>10}" for n in swept), "   start  success    return"]
-    lines.append(" ".join(header))
+    header = [f"{'task':>5}"] * several + [f"{'seed':>5}", *(f"{n:>10}" for n in swept)]
+    lines.append(" ".join(header + ["   start  success    return"]))
     for row, seed in enumerate(summary["seeds"]):
+        task = f"{tasks[row]:>5} " if several else ""
         values = "".join(f" {v[row]:>10.3g}" for v in swept.values())
         success, ret = summary["final_success"][row], summary["final_return"][row]
-        lines.append(f"{seed:>5}{values} {start[row]:>8.2f} {success:>8.2f} {ret:>9.1f}")
+        lines.append(f"{task}{seed:>5}{values} {start[row]:>8.2f} {success:>8.2f} {ret:>9.1f}")
     mean = np.mean(summary["final_success"])
     lines.append(
         f"mean success {np.mean(start):.3f} at the start of fine-tuning, {mean:.3f} at the end; "

@@ -50,6 +50,7 @@ class OfflineStage:
 
     def __init__(self, name, agent, config, data, key, rows):
         self.name, self.data, self.key, self.seeds = name, data, key, rows.seeds
+        self.tasks = jnp.asarray(rows.task_columns)
         self.stride, self.shard_interval = config.steps_per_call, config.shard_interval
         cfg = config.agent
         self.call = train.make_train_call(
@@ -64,7 +65,7 @@ class OfflineStage:
         """Updates [step, step + stride): -> (states, per-row summaries, per-row health), both
         on the device (`train.make_train_call`)."""
         keys = train.call_keys(self.key, self.seeds, step // self.stride)
-        states, summary, health = self.call(states, *self.data.current, keys)
+        states, summary, health = self.call(states, *self.data.current, keys, self.tasks)
         if (step + self.stride) % self.shard_interval == 0:
             self.data.advance()
         return states, summary, health
@@ -74,8 +75,9 @@ class OfflineStage:
 
 
 class OnlineStage:
-    """One environment per row, one env step per call, `utd` updates per step after
-    `start_training` steps, on per-row replay buffers initialised with the offline dataset.
+    """One environment per row (of the row's task), one env step per call, `utd` updates per
+    step after `start_training` steps, on the offline dataset (one copy, shared by the rows)
+    followed by each row's own online transitions (`replay.sample`).
 
     Environments cannot be checkpointed, so an interrupted online stage restarts from its
     beginning (`resumable = False`; the offline checkpoint is kept). Step t of the stage is step
@@ -92,6 +94,7 @@ class OnlineStage:
         self.config, self.offline_train, self.envs = config, offline_train, envs
         self.seed, self.row_seeds = config.seed, rows.seeds
         self.seeds_dev = jnp.asarray(rows.seeds, jnp.int32)
+        self.tasks = jnp.asarray(rows.task_columns)
         self.update_key, self.plan_key = jax.random.split(key)
         cfg = config.agent
         self.insert, self.insert_and_update = train.make_replay_calls(
@@ -105,8 +108,12 @@ class OnlineStage:
         states = jax.tree.map(jnp.copy, states)
         leaf = jax.tree.leaves(states)[0]
         sharding = leaf.sharding if isinstance(leaf.sharding, NamedSharding) else None
-        capacity = len(self.offline_train["rewards"]) + self.config.online_steps
-        self.replays = online.stack_replays(self.offline_train, capacity, len(self.envs), sharding)
+        # The offline dataset once per device, read by every row next to its own buffer.
+        put = jax.device_put if sharding is None else lambda x: train.replicate(x, sharding.mesh)
+        self.offline = put(self.offline_train)
+        self.replays = online.stack_replays(
+            self.offline_train, self.config.online_steps, len(self.envs), sharding
+        )
         self.interaction = online.Interaction(
             self.envs, self.seed, self.row_seeds, self.config.sparse
         )
@@ -125,12 +132,13 @@ class OnlineStage:
         if self.totals is None:  # zeros of the metrics' shapes, so the call compiles once
             shapes = jax.eval_shape(
                 self.insert_and_update, states, self.replays, None, transitions,
-                self.update_key, t, self.seeds_dev,
+                self.update_key, t, self.seeds_dev, self.offline, self.tasks,
             )[2]  # fmt: skip
             self.totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         states, self.replays, self.totals = self.insert_and_update(
-            states, self.replays, self.totals, transitions, self.update_key, t, self.seeds_dev
-        )
+            states, self.replays, self.totals, transitions, self.update_key, t, self.seeds_dev,
+            self.offline, self.tasks,
+        )  # fmt: skip
         self.updates += self.config.utd
         return states, None, None  # divergence shows in the window's metrics and the states
 
@@ -143,7 +151,10 @@ class OnlineStage:
             self.totals = jax.tree.map(jnp.zeros_like, self.totals)
             self.updates = 0
         out.update(self.interaction.window_statistics())
-        out["replay/size"] = np.asarray(jax.device_get(self.replays.size), np.float64)
+        offline_size = len(self.offline_train["rewards"])
+        out["replay/size"] = offline_size + np.asarray(
+            jax.device_get(self.replays.size), np.float64
+        )
         now = time.perf_counter()
         rate = (self.env_steps - self.window_step) / max(now - self.window_time, 1e-9)
         out["online/steps_per_s"] = np.full(len(self.envs), rate)
@@ -329,12 +340,12 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
 def make_evaluator(config, envs, act, key, rows):
     """`states -> per-row results`: batched lockstep episodes, one policy call per chunk.
 
-    Reset seeds are those of the rows' global ids in the whole sweep, so a part of a split sweep
-    evaluates its rows on the same episodes as the whole sweep would.
+    Reset seeds follow the rows' `key_ids`, so a part of a split sweep evaluates its rows on the
+    same episodes as the whole sweep would, and a task's rows as its single-task run would.
     """
     policy = jax.jit(jax.vmap(act, in_axes=(0, 0, None)))
     episodes = config.eval_episodes
-    reset_seeds = default_reset_seeds(rows.total, episodes, config.seed)[rows.ids]
+    reset_seeds = default_reset_seeds(rows.total, episodes, config.seed)[rows.key_ids]
 
     def run(states):
         result = evaluate(

@@ -46,24 +46,26 @@ def reset_seed(seed: int, row_seed: int, episode: int) -> int:
     return hash_seed(_RESET_SALT, seed, row_seed, episode)
 
 
-def stack_replays(offline: dict, capacity: int, rows: int, sharding=None) -> replay.ReplayState:
-    """R identical buffers holding `offline`, stacked on a leading row axis.
+def stack_replays(like: dict, capacity: int, rows: int, sharding=None) -> replay.ReplayState:
+    """R empty online buffers of `capacity` transitions, stacked on a leading row axis.
+
+    The offline dataset is not copied into them: `replay.sample` reads it, shared, next to them.
 
     Args:
-      offline: dict of numpy arrays with the replay FIELDS, leading dimension N.
-      capacity: rows per buffer (>= N).
+      like: dict of arrays with the replay FIELDS (e.g. the offline dataset), for the shapes.
+      capacity: online transitions per buffer (the online steps, to keep all of them).
       rows: R.
       sharding: optional `NamedSharding` of the row axis (e.g. the agent states'); the stacked
         buffers are then built shard by shard on their devices instead of all on one.
     Returns:
       ReplayState whose data leaves are (R, capacity, ...) and size / pointer (R,).
     """
-    single = replay.init_replay(offline, capacity)
-    tile = jax.jit(
-        lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (rows, *x.shape)), tree),
+    single = jax.eval_shape(lambda: replay.init_replay(like, capacity))
+    zeros = jax.jit(
+        lambda: jax.tree.map(lambda x: jnp.zeros((rows, *x.shape), x.dtype), single),
         out_shardings=sharding,
     )
-    return tile(single)
+    return zeros()
 
 
 @functools.lru_cache(maxsize=16)

@@ -25,29 +25,50 @@ LAST_VALUE_METRICS = ("kl_ema", "lambda")
 
 @dataclasses.dataclass(frozen=True)
 class Rows:
-    """The rows one launcher runs, each an independent agent: swept values x seeds.
+    """The rows one launcher runs, each an independent agent: tasks x swept values x seeds.
 
     ids: (R,) global row ids in the whole sweep; seeds: (R,) seed index of each row; swept:
-    name -> (R,) traced value of each row (e.g. {"kl_budget": ...}); total: rows of the whole
-    sweep. Every quantity of a row (init key, training keys, evaluation and reset seeds) depends
-    on its global id and seed only, so the parts of a split sweep together equal the whole.
+    name -> (R,) traced value of each row (e.g. {"kl_budget": ...}); tasks: (R,) the OGBench
+    task of each row; task_ids: the sweep's tasks in label-column order, so row r reads column
+    `task_columns[r]` of the (N, T) rewards and masks; total: rows of the whole sweep.
+    Every quantity of a row (init key, training keys, evaluation and reset seeds) depends only
+    on its place within its task's block (`key_ids`) and its seed, so the parts of a split sweep
+    together equal the whole, and a task's rows equal the single-task run of that task.
     """
 
     ids: np.ndarray
     seeds: np.ndarray
     swept: dict[str, np.ndarray]
     total: int
+    tasks: np.ndarray
+    task_ids: tuple[int, ...]
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def key_ids(self) -> np.ndarray:
+        """(R,) each row's id within its task's block: what its random numbers are drawn by."""
+        return self.ids % (self.total // len(self.task_ids))
+
+    @property
+    def task_columns(self) -> np.ndarray:
+        """(R,) int32 column of each row's task in the (N, T) label tables."""
+        return np.asarray([self.task_ids.index(t) for t in self.tasks], np.int32)
+
     def columns(self) -> dict[str, np.ndarray]:
-        """What identifies each row in the logs: seed and swept values, (R,) each."""
-        return {"seed": self.seeds, **self.swept}
+        """What identifies each row in the logs: task, seed and swept values, (R,) each."""
+        return {"task": self.tasks, "seed": self.seeds, **self.swept}
 
 
-def make_rows(seeds: int, swept: dict[str, Sequence[float]], part: int = 0, parts: int = 1) -> Rows:
-    """Rows of a sweep of `swept` values x `seeds` seeds (value-major), block `part` of `parts`.
+def make_rows(
+    seeds: int,
+    swept: dict[str, Sequence[float]],
+    part: int = 0,
+    parts: int = 1,
+    tasks: Sequence[int] = (1,),
+) -> Rows:
+    """Rows of `tasks` x `swept` values x `seeds` seeds (task-major), block `part` of `parts`.
 
     Rows of different values share seeds 0..seeds-1, so they differ only in the value. Part p of
     a split sweep runs rows [p * R / parts, (p + 1) * R / parts).
@@ -57,20 +78,30 @@ def make_rows(seeds: int, swept: dict[str, Sequence[float]], part: int = 0, part
     (name, values), *others = list(swept.items()) or [(None, [None])]
     if others:
         raise ValueError(f"one swept value at a time, got {sorted(swept)}")
-    total = len(values) * seeds
+    tasks = tuple(int(t) for t in tasks)
+    per_task = len(values) * seeds
+    total = len(tasks) * per_task
     if parts < 1 or not 0 <= part < parts:
         raise ValueError(
             f"rows_part={part} of rows_parts={parts}: need 0 <= rows_part < rows_parts"
         )
     if total % parts:
         raise ValueError(
-            f"{total} rows (swept values x seeds) do not split into {parts} equal parts; "
+            f"{total} rows (tasks x swept values x seeds) do not split into {parts} equal parts; "
             f"use a multiple of {parts} rows"
         )
     size = total // parts
     ids = np.arange(part * size, (part + 1) * size)
-    columns = {} if name is None else {name: np.repeat(np.asarray(values, np.float32), seeds)[ids]}
-    return Rows(ids=ids, seeds=ids % seeds, swept=columns, total=total)
+    within = ids % per_task
+    columns = {} if name is None else {name: np.asarray(values, np.float32)[within // seeds]}
+    return Rows(
+        ids=ids,
+        seeds=within % seeds,
+        swept=columns,
+        total=total,
+        tasks=np.asarray(tasks)[ids // per_task],
+        task_ids=tasks,
+    )
 
 
 def make_mesh(num_rows: int) -> Mesh:
@@ -186,21 +217,28 @@ def nonfinite(state, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
 def make_train_call(
     update: Callable, batch_size: int, horizon: int, discount: float, steps: int
 ) -> Callable:
-    """A compiled `(states, data, size, keys) -> (states, summaries, health)`: `steps` updates.
+    """A compiled `(states, data, size, keys, tasks=None) -> (states, summaries, health)`.
 
-    `data` is a dict of device arrays of flat transitions (see data/sampler.py), shared by every
-    row; `size` is its number of valid rows (traced, so a replay buffer or a padded shard reuses
-    the compiled program); `keys` are per-row keys (R, 2). Summaries are per-row scalars (R,):
-    the mean over the call's updates, the last value for the dual state. `health` is `nonfinite`
-    per row, (R,) each.
+    `steps` updates per row. `data` is a dict of device arrays of flat transitions (see
+    data/sampler.py), shared by every row; its rewards and masks may be (N, T) tables, of which
+    row r reads column `tasks[r]` ((R,) int; None = column 0 for every row). `size` is its number
+    of valid rows (traced, so a replay buffer or a padded shard reuses the compiled program);
+    `keys` are per-row keys (R, 2). Summaries are per-row scalars (R,): the mean over the call's
+    updates, the last value for the dual state. `health` is `nonfinite` per row, (R,) each.
     """
 
-    def one_row(state, data, size, key):
-        sample = lambda k: sample_chunks(k, data, batch_size, horizon, discount, size)
+    def one_row(state, data, size, key, task):
+        sample = lambda k: sample_chunks(k, data, batch_size, horizon, discount, size, task)
         state, metrics = scan_updates(update, sample, state, jax.random.split(key, steps))
         return state, mean_metrics(add_metrics(None, metrics), steps), nonfinite(state, metrics)
 
-    return jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0)))
+    compiled = jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0, 0)))
+
+    def call(states, data, size, keys, tasks=None):
+        tasks = jnp.zeros(keys.shape[0], jnp.int32) if tasks is None else tasks
+        return compiled(states, data, size, keys, tasks)
+
+    return call
 
 
 @functools.lru_cache(maxsize=16)
@@ -208,24 +246,28 @@ def make_replay_calls(update: Callable, batch_size: int, horizon: int, discount,
     """Compiled `(insert, insert_and_update)` of online training on per-row replay buffers.
 
     insert(replays, transitions) -> replays: one transition (leaves (R, ...)) into each row's
-      buffer (leaves (R, capacity, ...)).
-    insert_and_update(states, replays, totals, transitions, key, step, seeds) -> (states,
-      replays, totals): the insert, then `utd` updates per row on chunk batches from its buffer
-      with the keys `call_keys(key, seeds, step)`; `totals` accumulates the metrics
-      (`add_metrics`, axis 1 = the updates). States, buffers and totals are donated.
+      online buffer (leaves (R, capacity, ...)).
+    insert_and_update(states, replays, totals, transitions, key, step, seeds, offline, tasks)
+      -> (states, replays, totals): the insert, then `utd` updates per row on chunk batches from
+      the shared `offline` transitions followed by its own online ones (`replay.sample`; row r
+      reads the offline labels' column `tasks[r]`), with the keys `call_keys(key, seeds, step)`;
+      `totals` accumulates the metrics (`add_metrics`, axis 1 = the updates). States, buffers and
+      totals are donated.
     """
 
-    def one_row(state, buffer, key):
-        sample = lambda k: replay.sample(k, buffer, batch_size, horizon, discount)
+    def one_row(state, buffer, key, offline, task):
+        sample = lambda k: replay.sample(k, buffer, batch_size, horizon, discount, offline, task)
         keys = key[None] if utd == 1 else jax.random.split(key, utd)
         return scan_updates(update, sample, state, keys)
 
     def insert(replays, transitions):
         return jax.vmap(replay.insert)(replays, transitions)
 
-    def insert_and_update(states, replays, totals, transitions, key, step, seeds):
+    def insert_and_update(states, replays, totals, transitions, key, step, seeds, offline, tasks):
         replays = insert(replays, transitions)
-        states, metrics = jax.vmap(one_row)(states, replays, call_keys(key, seeds, step))
+        keys = call_keys(key, seeds, step)
+        rows = jax.vmap(one_row, in_axes=(0, 0, 0, None, 0))
+        states, metrics = rows(states, replays, keys, offline, tasks)
         return states, replays, add_metrics(totals, metrics, axis=1)
 
     return (

@@ -87,6 +87,11 @@ def check_run_config(config) -> None:
                 f"a multiple of config.steps_per_call={config.steps_per_call}",
                 "the compiled loop runs whole calls",
             )
+    tasks = tuple(config.tasks)
+    if any(not isinstance(t, int) or t < 1 for t in tasks) or len(set(tasks)) < len(tasks):
+        _fail("tasks", tasks, "distinct task numbers >= 1", "e.g. '(1,2,3,4,5)'; () = config.task")
+    if config.task < 1:
+        _fail("task", config.task, ">= 1")
     if not 0 < config.dataset_proportion <= 1:
         _fail("dataset_proportion", config.dataset_proportion, "in (0, 1]")
     for budget in config.kl_budgets:
@@ -141,10 +146,12 @@ def result_fields(config_dict: dict) -> dict:
 
 
 def config_differences(saved: dict, requested: dict) -> dict:
-    """field -> (saved, requested) for the result-determining fields that differ."""
+    """field -> (saved, requested) for the result-determining fields that differ.
+
+    A field the saved config lacks was added by a later version of this code, whose default
+    keeps the earlier behaviour (e.g. `tasks`), so it is not a difference.
+    """
     old, new = result_fields(saved), result_fields(requested)
     return {
-        name: (old.get(name), new.get(name))
-        for name in sorted(set(old) | set(new))
-        if old.get(name) != new.get(name)
+        name: (old.get(name), new.get(name)) for name in sorted(old) if old[name] != new.get(name)
     }

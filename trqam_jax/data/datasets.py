@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+from trqam_jax.data.names import env_name as env_name_of
 from trqam_jax.envs import make_env
 
 DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
 ACTION_CLIP_EPS = 1e-5
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
+LABEL_FIELDS = ("rewards", "masks")  # what relabelling writes: each task's own
 # Episode counts of the official releases (OGBench data_gen_scripts/commands.sh); 1000 otherwise.
 OFFICIAL_EPISODES = {
     "cube-triple": 3000,
@@ -374,11 +376,15 @@ def check_against_env(shapes: dict, env, path: str) -> None:
         )
 
 
-def load_shard(path: str, spec: EnvSpec, env, validate: bool = True, ob_dtype=np.float32) -> dict:
+def load_shard(
+    path: str, spec: EnvSpec, env, validate: bool = True, ob_dtype=np.float32, task_envs=None
+) -> dict:
     """One shard (or any single file) -> relabelled transition dict, through ogbench's loaders.
 
     `ob_dtype` is the observations' dtype (`ogbench.make_env_and_datasets` reads pixel
-    observations as uint8).
+    observations as uint8). With `task_envs` (one single-task environment per task of the
+    domain) the file is read once and relabelled for each: rewards and masks become (N, T)
+    tables, column t for `task_envs[t]`; otherwise `env`'s task gives (N,) labels.
     """
     from ogbench.relabel_utils import relabel_dataset
     from ogbench.utils import load_dataset
@@ -386,8 +392,19 @@ def load_shard(path: str, spec: EnvSpec, env, validate: bool = True, ob_dtype=np
     if validate:
         check_against_env(validate_npz(path, required_file_keys(spec)), env, path)
     data = load_dataset(path, ob_dtype=ob_dtype, add_info=True)
-    relabel_dataset(spec.env_id, env, data)
-    return {k: data[k] for k in FIELDS}
+    if task_envs is None:
+        relabel_dataset(spec.env_id, env, data)
+        return {k: data[k] for k in FIELDS}
+    labels = []
+    for task_env in task_envs:
+        relabelled = dict(data)  # relabel_dataset replaces the two label arrays of its dict
+        relabel_dataset(spec.env_id, task_env, relabelled)
+        labels.append((relabelled["rewards"], relabelled["masks"]))
+    rewards, masks = (np.stack(column, axis=1) for column in zip(*labels, strict=True))
+    return {k: data[k] for k in FIELDS if k not in LABEL_FIELDS} | {
+        "rewards": rewards,
+        "masks": masks,
+    }
 
 
 def read_generator_provenance(directory: str, dataset_name: str) -> dict | None:
@@ -424,6 +441,7 @@ def load_offline_data(
     proportion: float = 1.0,
     validate: bool = True,
     with_val: bool = False,
+    tasks: tuple[int, ...] | None = None,
 ) -> OfflineData:
     """Make the environment and load its OGBench dataset (official or generated).
 
@@ -436,9 +454,13 @@ def load_offline_data(
       validate: read and check every file before handing it to ogbench (recommended).
       with_val: also read (and check) the validation file; training never uses it, so by default
         it is only required to exist (OGBench's layout), not read.
+      tasks: the domain's tasks to label the data for (e.g. (1, 2, 3, 4, 5)): the tasks share
+        every array but rewards and masks, which become (N, T) tables, column t for tasks[t].
+        None: `env_name`'s own task, (N,) labels.
     Returns:
       OfflineData with `train` / `val` dicts of numpy arrays observations (N, D), actions (N, A),
-      rewards (N,), terminals (N,), masks (N,), next_observations (N, D); for shards `train` is
+      rewards (N,) or (N, T), terminals (N,), masks (N,) or (N, T), next_observations (N, D);
+      `env` is the environment of `env_name` (of tasks[0] with `tasks`); for shards `train` is
       the first shard and `shard_paths` lists the (proportion-selected) shards to rotate through
       with `shards.ShardRotator`; `val` is None unless `with_val` and a validation file exists.
     Raises:
@@ -451,23 +473,29 @@ def load_offline_data(
     files = find_dataset_files(spec, directory)
 
     # The environment first (cheap: MuJoCo compiles on reset), so files can be checked against it.
-    env = make_env(env_name)
+    task_envs = None
+    if tasks is not None:
+        task_envs = [make_env(env_name_of(spec.domain, task)) for task in tasks]
+    env = make_env(env_name) if task_envs is None else task_envs[0]
+    load = lambda path, ob_dtype=np.float32: load_shard(
+        path, spec, env, validate, ob_dtype, task_envs
+    )
     if files.is_sharded:
         count = max(1, int(len(files.shards) * proportion))
         shard_paths = files.shards[:count]
-        train = load_shard(shard_paths[0], spec, env, validate)
+        train = load(shard_paths[0])
         val_path = shard_val_path(shard_paths[0])
         val = None
         if with_val and os.path.isfile(val_path):
-            val = load_shard(val_path, spec, env, validate)
+            val = load(val_path)
         used = list(shard_paths)
     else:
         # The arrays ogbench.make_env_and_datasets(dataset_dir=...) returns, file by file; it
         # reads pixel observations as uint8.
         shard_paths = ()
         ob_dtype = np.uint8 if "visual" in spec.env_id else np.float32
-        train = take_proportion(load_shard(files.train, spec, env, validate, ob_dtype), proportion)
-        val = load_shard(files.val, spec, env, validate, ob_dtype) if with_val else None
+        train = take_proportion(load(files.train, ob_dtype), proportion)
+        val = load(files.val, ob_dtype) if with_val else None
         used = [files.train, files.val] if with_val else [files.train]
 
     train = postprocess(train, sparse, action_clip_eps)
@@ -478,6 +506,7 @@ def load_offline_data(
         "dataset_dir": directory,
         "dataset_name": spec.dataset_name,
         "env_name": env_name,
+        **({} if tasks is None else {"tasks": list(tasks)}),
         "files": [os.path.basename(p) for p in used],
         "num_shards": len(shard_paths),
         "train_transitions": int(len(train["rewards"])),

@@ -1,14 +1,16 @@
-"""On-device ring replay buffer for offline-to-online training, as pure functions.
+"""On-device replay for offline-to-online training: a shared offline part and per-row ring
+buffers of online transitions, as pure functions.
 
-The state is a pytree (`ReplayState`), so `insert` and `sample` run inside `jax.jit`, `lax.scan`
-and `vmap` over seeds. Storage has a fixed capacity (static shape); `size` and `pointer` are int32
-scalars on the device.
+The offline dataset is read-only and the same for every row, so it is stored once (on each
+device) and passed to `sample` next to a row's own `ReplayState`, which holds only that row's
+online transitions: R rows cost one dataset plus R online buffers, not R copies of the dataset.
 
-Layout: rows [0, n) hold the offline data after `init_replay`; online transitions are written at
-`pointer`, which wraps to 0 once the capacity is reached, overwriting the oldest rows. Sampling maps
-a uniform *logical* start k in [0, size - H] (logical 0 = the oldest row) to the physical row
-`(oldest + k) mod capacity`, so a chunk covers H consecutive transitions in insertion order and
-never runs across the write pointer from the newest row into stale data.
+Sampling sees the logical sequence [offline rows 0..n-1, then the row's online transitions in
+insertion order], exactly the buffer that holds the dataset followed by the online steps: a
+uniform logical start k in [0, n + size - H] and the H logical rows after it. Online storage has
+a fixed capacity (static shape); once full, `insert` overwrites the oldest online transition (the
+offline part is never overwritten), and a logical online row j maps to the physical row
+`(oldest + j) mod capacity`, so a chunk never runs across the write pointer into stale data.
 
 Inside a jitted step, `insert` updates the buffer in place when the state is donated
 (`jax.jit(..., donate_argnums=...)`) or carried through `lax.scan`; called eagerly it copies.
@@ -21,16 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax.data.sampler import chunks_at, uniform_starts
+from trqam_jax.data.sampler import LABELS, chunk_rows, chunks_from, take_rows, uniform_starts
 
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
 
 
 class ReplayState(NamedTuple):
-    """Ring buffer state.
+    """One row's online ring buffer.
 
-    data: dict of arrays with leading dimension `capacity` (the FIELDS above).
-    size: int32 scalar, number of filled rows (<= capacity).
+    data: dict of arrays with leading dimension `capacity` (the FIELDS above; rewards and masks
+      are the row's own task's, shape (capacity,)).
+    size: int32 scalar, number of stored online transitions (<= capacity).
     pointer: int32 scalar, the row the next `insert` writes.
     """
 
@@ -39,37 +42,32 @@ class ReplayState(NamedTuple):
     pointer: jax.Array
 
 
-def init_replay(offline: dict, capacity: int) -> ReplayState:
-    """Allocate a buffer of `capacity` rows holding `offline` in rows [0, n).
+def init_replay(like: dict, capacity: int) -> ReplayState:
+    """An empty online buffer of `capacity` rows for transitions shaped like `like`'s rows.
 
     Args:
-      offline: dict of host or device arrays with the FIELDS, leading dimension n.
-      capacity: static number of rows; must be >= n (dataset size + online steps to keep all).
+      like: dict with the FIELDS, leading dimension n (e.g. the offline dataset; (n, T) labels
+        give per-task columns, of which a row stores only its own).
+      capacity: static number of online transitions kept (>= 1).
     Returns:
-      ReplayState with size = n and pointer = n mod capacity.
+      ReplayState with size 0 and pointer 0.
     """
-    missing = [k for k in FIELDS if k not in offline]
+    missing = [k for k in FIELDS if k not in like]
     if missing:
         raise ValueError(f"replay buffer needs fields {FIELDS}; missing {missing}")
-    n = int(np.shape(offline["rewards"])[0])
-    if capacity < n:
-        raise ValueError(
-            f"replay capacity {capacity} is smaller than the offline data ({n} rows); use at least "
-            "dataset size + online steps"
-        )
+    if capacity < 1:
+        raise ValueError(f"replay capacity must be >= 1 online transitions, got {capacity}")
 
-    def alloc(x):
-        x = jnp.asarray(x)
-        buf = jnp.zeros((capacity, *x.shape[1:]), x.dtype)
-        return buf.at[:n].set(x)
+    def alloc(name):
+        shape = () if name in LABELS else np.shape(like[name])[1:]
+        return jnp.zeros((capacity, *shape), jnp.asarray(like[name]).dtype)
 
-    data = {k: alloc(offline[k]) for k in FIELDS}
-    return ReplayState(data, jnp.int32(n), jnp.int32(n % capacity))
+    return ReplayState({k: alloc(k) for k in FIELDS}, jnp.int32(0), jnp.int32(0))
 
 
 def capacity_of(state: ReplayState) -> int:
-    """Static capacity (number of rows) of a buffer."""
-    return state.data["rewards"].shape[0]
+    """Static capacity (number of online rows) of a buffer."""
+    return state.data["terminals"].shape[0]
 
 
 def insert(state: ReplayState, transition: dict) -> ReplayState:
@@ -98,24 +96,53 @@ def insert(state: ReplayState, transition: dict) -> ReplayState:
 
 
 def oldest_row(state: ReplayState) -> jax.Array:
-    """Physical row of the oldest stored transition (0 until the buffer wraps)."""
-    capacity = capacity_of(state)
-    return (state.pointer - state.size) % capacity
+    """Physical row of the oldest stored online transition (0 until the buffer wraps)."""
+    return (state.pointer - state.size) % capacity_of(state)
 
 
-def sample(key: jax.Array, state: ReplayState, batch_size: int, horizon: int, discount) -> dict:
-    """Sample a chunk batch (same contract as `sampler.sample_chunks`), wrap-around aware.
+def sample(
+    key: jax.Array,
+    state: ReplayState,
+    batch_size: int,
+    horizon: int,
+    discount,
+    offline: dict | None = None,
+    task=None,
+) -> dict:
+    """Sample a chunk batch (same contract as `sampler.sample_chunks`) from offline + online.
 
     Args:
       key: PRNG key.
-      state: ReplayState with size >= horizon.
+      state: the row's ReplayState.
       batch_size: static B.
       horizon: static H.
       discount: gamma (float or traced scalar).
+      offline: the shared offline transitions (leading dimension n), or None for online only.
+      task: the column of the offline part's (n, T) labels this row reads (may be traced).
     Returns:
       observations (B, D), actions (B, H, A), rewards (B,), masks (B,), valid (B, H),
-      next_observations (B, D).
+      next_observations (B, D). Needs n + size >= H.
     """
-    logical = uniform_starts(key, batch_size, horizon, state.size)
-    starts = (oldest_row(state) + logical) % capacity_of(state)
-    return chunks_at(state.data, starts, horizon, discount)
+    num_offline = 0 if offline is None else offline["terminals"].shape[0]
+    capacity = capacity_of(state)
+    starts = uniform_starts(key, batch_size, horizon, num_offline + state.size)
+    # Logical rows never pass n + size - 1, so no chunk wraps around the logical end.
+    logical = chunk_rows(starts, horizon, num_offline + capacity)
+    oldest = oldest_row(state)
+
+    def take_online(name, rows):
+        return state.data[name][(oldest + rows - num_offline) % capacity]
+
+    if offline is None:
+        return chunks_from(take_online, logical, discount)
+    take_offline = take_rows(offline, task)
+
+    def take(name, rows):
+        from_offline = take_offline(name, jnp.minimum(rows, num_offline - 1))
+        from_online = take_online(name, rows)
+        in_offline = (rows < num_offline).reshape(
+            rows.shape + (1,) * (from_online.ndim - rows.ndim)
+        )
+        return jnp.where(in_offline, from_offline, from_online)
+
+    return chunks_from(take, logical, discount)

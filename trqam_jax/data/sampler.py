@@ -7,6 +7,9 @@ Data layout (flat transitions, OGBench meaning):
   observations (N, D), actions (N, A), rewards (N,), terminals (N,) (1.0 at the last transition of
   an episode), masks (N,) (0.0 where the transition is a true terminal / success state, else 1.0),
   next_observations (N, D).
+  The tasks of a domain share everything but their labels: rewards and masks may be (N, T)
+  tables, one column per task (`datasets.load_offline_data(..., tasks=...)`), and a sampler
+  call then reads the column `task`.
 
 Semantics follow the reference QAM `Dataset.sample_sequence` (ColinQiyangLi/qam, utils/datasets.py):
   - the start index is uniform over every start whose chunk fits in the data (chunks may run across
@@ -21,10 +24,13 @@ returned (the reference returns per-position running values and takes `[..., -1]
 multiplication so that a traced discount gives the same numbers as a static one.
 """
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 Batch = dict[str, jax.Array]
+LABELS = ("rewards", "masks")  # the fields that differ between the tasks of a domain
 
 
 def chunk_rows(starts: jax.Array, horizon: int, num_rows: int) -> jax.Array:
@@ -42,7 +48,19 @@ def chunk_rows(starts: jax.Array, horizon: int, num_rows: int) -> jax.Array:
     return (starts.astype(jnp.int32)[:, None] + offsets[None, :]) % num_rows
 
 
-def chunks_at(data: Batch, starts: jax.Array, horizon: int, discount) -> Batch:
+def take_rows(data: Batch, task=None) -> Callable[[str, jax.Array], jax.Array]:
+    """`(field, rows) -> data[field][rows]`, reading task `task`'s column of (N, T) labels."""
+
+    def take(name, rows):
+        values = data[name]
+        if name in LABELS and values.ndim == 2:
+            return values[rows, 0 if task is None else task]
+        return values[rows]
+
+    return take
+
+
+def chunks_at(data: Batch, starts: jax.Array, horizon: int, discount, task=None) -> Batch:
     """Chunk batch for given start rows (the deterministic part of `sample_chunks`).
 
     Args:
@@ -50,15 +68,28 @@ def chunks_at(data: Batch, starts: jax.Array, horizon: int, discount) -> Batch:
       starts: (B,) int start rows.
       horizon: static chunk length H >= 1.
       discount: float scalar gamma (Python float or traced).
+      task: int scalar (may be traced) column of (N, T) labels; None = column 0.
     Returns:
       observations (B, D), actions (B, H, A), rewards (B,), masks (B,), valid (B, H),
       next_observations (B, D); all float32 except as stored.
     """
-    num_rows = data["rewards"].shape[0]
-    rows = chunk_rows(starts, horizon, num_rows)
-    rewards = data["rewards"][rows].astype(jnp.float32)
-    masks = data["masks"][rows].astype(jnp.float32)
-    terminals = data["terminals"][rows].astype(jnp.float32)
+    rows = chunk_rows(starts, horizon, data["terminals"].shape[0])
+    return chunks_from(take_rows(data, task), rows, discount)
+
+
+def chunks_from(take, rows: jax.Array, discount) -> Batch:
+    """The chunk batch of `chunks_at` from any storage that `take(field, index) -> values` reads.
+
+    Args:
+      take: reads a field at an int index array: a dataset (`take_rows`), or a replay buffer's
+        map of logical rows onto its shared offline part and its own online part.
+      rows: (B, H) int the rows of each chunk, in order.
+      discount: float scalar gamma.
+    """
+    horizon = rows.shape[1]
+    rewards = take("rewards", rows).astype(jnp.float32)
+    masks = take("masks", rows).astype(jnp.float32)
+    terminals = take("terminals", rows).astype(jnp.float32)
     discount = jnp.asarray(discount, jnp.float32)
 
     # valid[j] = 1 until an episode has ended at some position < j (terminals are 0/1 floats).
@@ -80,14 +111,15 @@ def chunks_at(data: Batch, starts: jax.Array, horizon: int, discount) -> Batch:
     chunk_mask = jnp.min(jnp.where(valid > 0, masks, 1.0), axis=1)
     # valid is 1...1 0...0, so the last valid offset is its sum minus one.
     last = jnp.sum(valid, axis=1).astype(jnp.int32) - 1
-    next_rows = (starts.astype(jnp.int32) + last) % num_rows
     return {
-        "observations": data["observations"][starts],
-        "actions": data["actions"][rows],
+        "observations": take("observations", rows[:, 0]),
+        "actions": take("actions", rows),
         "rewards": chunk_return,
         "masks": chunk_mask,
         "valid": valid,
-        "next_observations": data["next_observations"][next_rows],
+        "next_observations": take(
+            "next_observations", jnp.take_along_axis(rows, last[:, None], 1)[:, 0]
+        ),
     }
 
 
@@ -107,7 +139,7 @@ def uniform_starts(key: jax.Array, batch_size: int, horizon: int, size) -> jax.A
 
 
 def sample_chunks(
-    key: jax.Array, data: Batch, batch_size: int, horizon: int, discount, size=None
+    key: jax.Array, data: Batch, batch_size: int, horizon: int, discount, size=None, task=None
 ) -> Batch:
     """Sample a batch of action chunks from flat transitions, on the device.
 
@@ -120,12 +152,12 @@ def sample_chunks(
       discount: gamma, Python float or traced float scalar.
       size: optional int scalar (may be traced) number of valid leading rows; default N. Rows at
         or beyond `size` are never read. Requires size >= H.
+      task: optional int scalar (may be traced): the column of (N, T) rewards and masks.
     Returns:
       dict with `observations` (B, D), `actions` (B, H, A), `rewards` (B,) discounted chunk return
       stopping at the episode end, `masks` (B,) 0 if the chunk hit a true terminal, `valid` (B, H),
       `next_observations` (B, D) the observation after the last valid step.
     """
-    num_rows = data["rewards"].shape[0]
-    size = num_rows if size is None else size
+    size = data["terminals"].shape[0] if size is None else size
     starts = uniform_starts(key, batch_size, horizon, size)
-    return chunks_at(data, starts, horizon, discount)
+    return chunks_at(data, starts, horizon, discount, task)

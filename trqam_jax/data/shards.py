@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from trqam_jax.data import names
 from trqam_jax.data.datasets import (
     ACTION_CLIP_EPS,
     CorruptDatasetError,
@@ -65,11 +66,13 @@ def shard_loader(
     sparse: bool = False,
     action_clip_eps: float | None = ACTION_CLIP_EPS,
     validate: bool = True,
+    tasks: tuple[int, ...] | None = None,
 ) -> Callable[[str], dict]:
     """A `path -> transitions` function applying the same relabelling and options as the loader.
 
-    It owns a private environment (built on first use), because relabelling resets the
-    environment and must not race with evaluation on the caller's one.
+    With `tasks`, every shard is labelled for each of the domain's tasks ((N, T) rewards and
+    masks, as `load_offline_data(..., tasks=...)`). It owns private environments (built on first
+    use), because relabelling resets them and must not race with evaluation on the caller's.
     """
     spec = parse_env_name(env_name)
     state = {}
@@ -79,7 +82,10 @@ def shard_loader(
         with lock:
             if "env" not in state:
                 state["env"] = make_env(env_name)
-            data = load_shard(path, spec, state["env"], validate)
+                state["tasks"] = None
+                if tasks is not None:
+                    state["tasks"] = [make_env(names.env_name(spec.domain, t)) for t in tasks]
+            data = load_shard(path, spec, state["env"], validate, task_envs=state["tasks"])
         return postprocess(data, sparse, action_clip_eps)
 
     return load

@@ -57,7 +57,7 @@ def bootstrap_band(
 
 
 def train_series(runs: Sequence[Run], key: str) -> list[dict]:
-    """One series per (run, seed, kl_budget) of a train_metrics.jsonl field.
+    """One series per (run, task, seed, kl_budget) of a train_metrics.jsonl field.
 
     Returns dicts: label, domain, task, seed, kl_budget, steps (int [N]), values (float [N]).
     BC-stage lines are skipped (their step axis is separate). Empty when nobody logs `key`.
@@ -72,8 +72,11 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
                 continue
             kl = r.get("kl_budget")
             kl = None if kl is None else float(kl)
-            groups.setdefault((int(r.get("seed", 0)), kl), []).append((int(r["step"]), r[key]))
-        for (seed, kl), pts in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            row = (int(r.get("task", task)), int(r.get("seed", 0)), kl)
+            groups.setdefault(row, []).append((int(r["step"]), r[key]))
+        for (task, seed, kl), pts in sorted(
+            groups.items(), key=lambda kv: (*kv[0][:2], kv[0][2] or 0)
+        ):
             pts.sort()
             out.append(
                 dict(

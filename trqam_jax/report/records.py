@@ -90,7 +90,7 @@ def eval_records(runs: Sequence[Run]) -> list[dict]:
                     agent=run.agent,
                     kl_budget=kl,
                     domain=domain,
-                    task=task,
+                    task=int(r.get("task", task)),  # several tasks: one per row
                     seed=int(r["seed"]),
                     step=int(r["step"]),
                     stage=str(r.get("stage", "")),
