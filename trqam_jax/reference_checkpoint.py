@@ -28,7 +28,6 @@ dtypes and scalars need, and rebuilds jax's array wrapper as a plain numpy array
 jax: a file naming anything else is refused before that name is imported or called.
 """
 
-import io
 import json
 import os
 import pickle
@@ -117,13 +116,12 @@ def load_pickle(path: str):
     the refused global) for anything else, CheckpointError for a file that is not a pickle.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return _Restricted(io.BytesIO(data)).load()
-    except UnsafePickleError as err:
-        raise UnsafePickleError(f"{path}: {err}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint pickle: {err!r}") from None
+        try:
+            return _Restricted(f).load()
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{path}: {err}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{path} is not a readable checkpoint pickle: {err!r}") from None
 
 
 def is_reference(path: str) -> bool:
