@@ -59,33 +59,64 @@ def load_base_params(directory: str, row_ids, like):
     if path is None:
         raise CheckpointError(
             f"no BC checkpoint under {directory!r} (looked in {', '.join(candidates)}); pass the "
-            "run directory of a run with bc_steps > 0, e.g. --config.init_from=runs/<bc-run>"
+            "run directory of a run with bc_steps > 0, e.g. --config.init_from=runs/<bc-run>, "
+            "or a reference BC checkpoint params_<step>.pkl (or the directory holding it)"
         )
     mngr = ocp.CheckpointManager(os.path.abspath(path))
     raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
     base = raw["params"]["base"]
-    saved = jax.tree.map(lambda x: tuple(np.shape(x)[1:]), base)
+    check_field_fits(
+        jax.tree.map(lambda x: tuple(np.shape(x)[1:]), base),
+        like,
+        f"the BC checkpoint in {path}",
+        "set agent.actor_hidden_dims / actor_layer_norm and the domain (observation and action "
+        "sizes, horizon) to the BC run's, or pretrain anew without init_from",
+    )
+    return rows_of(base, row_ids)
+
+
+def check_field_fits(saved, like, where: str, fix: str) -> None:
+    """Refuse a saved vector field whose structure or shapes differ from this run's.
+
+    Args:
+      saved: the saved field as nested dicts of shape tuples (one row, no leading row axis).
+      like: this run's field (arrays or `jax.ShapeDtypeStruct`s).
+      where: what holds the saved field, for the message ("the BC checkpoint in DIR").
+      fix: the sentence telling the user what to change.
+    Raises:
+      CheckpointError naming both fields' dense-layer shapes, then `fix`.
+    """
     wanted = jax.tree.map(lambda x: tuple(x.shape), like)
-    if jax.tree.structure(saved) != jax.tree.structure(wanted) or saved != wanted:
+    if saved != wanted:  # nested dicts: compares the layer names and every shape
         raise CheckpointError(
-            f"the BC checkpoint in {path} holds a vector field of other shapes than this run's "
-            f"(checkpoint {_layers(saved)}, this run {_layers(wanted)}); set "
-            "agent.actor_hidden_dims / actor_layer_norm and the domain (observation and action "
-            "sizes, horizon) to the BC run's, or pretrain anew without init_from"
+            f"{where} holds a vector field of other shapes than this run's "
+            f"(checkpoint {layer_shapes(saved)}, this run {layer_shapes(wanted)}); {fix}"
         )
+
+
+def rows_of(base, row_ids):
+    """Row r of the run takes saved row r % n of `base` (leading axis n): (R, ...) numpy leaves.
+
+    A BC run with S seeds thus initialises a budget sweep over the same S seeds, and a single
+    saved field (n = 1) initialises every row alike.
+    """
     saved_rows = jax.tree.leaves(base)[0].shape[0]
     index = np.asarray(row_ids) % saved_rows
     return jax.tree.map(lambda x: np.asarray(x)[index], base)
 
 
-def _layers(shapes) -> str:
+def layer_shapes(shapes) -> str:
     """Kernel shapes of a field's dense layers, in order (what differs between two fields)."""
-    leaves = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=lambda x: isinstance(x, tuple))
+    leaves = jax.tree_util.tree_flatten_with_path(shapes, is_leaf=_is_shape)
     return " ".join(
         "x".join(map(str, shape))
         for path, shape in leaves[0]
         if "kernel" in jax.tree_util.keystr(path)
     ) or str(shapes)
+
+
+def _is_shape(x) -> bool:
+    return isinstance(x, tuple)
 
 
 def _steps(path: str) -> list[int]:

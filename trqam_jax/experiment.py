@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax import checkpoint, loop, run_dir, train, validation
+from trqam_jax import checkpoint, loop, reference_checkpoint, run_dir, train, validation
 from trqam_jax.agents import bc, common, get_agent
 from trqam_jax.data import names
 from trqam_jax.data.datasets import (
@@ -169,12 +169,18 @@ def data_source(data, config, mesh):
 
 
 def loaded_base(config, rows, examples):
-    """The base field of every row from `config.init_from` (checked against this run), or None."""
+    """The base field of every row from `config.init_from` (checked against this run), or None.
+
+    `init_from` is one of our run directories, or the reference's `params_<step>.pkl` (or a
+    directory of them; `reference_checkpoint`).
+    """
     if not config.init_from:
         return None
     key = jax.random.PRNGKey(0)  # only shapes are traced
     like = jax.eval_shape(lambda k: bc.init(k, config.agent, *examples).params["base"], key)
-    return checkpoint.load_base_params(config.init_from, rows.key_ids, like)
+    ours = not reference_checkpoint.is_reference(config.init_from)
+    loader = checkpoint if ours else reference_checkpoint
+    return loader.load_base_params(config.init_from, rows.key_ids, like)
 
 
 def pretrained_base(config, rows, source, examples, mesh, out, key):

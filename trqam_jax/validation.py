@@ -101,10 +101,11 @@ def check_run_config(config) -> None:
         raise ConfigError(
             "config.kl_budgets sweeps TRQAM's budget; leave it empty for other agents"
         )
-    if config.init_from and not os.path.isdir(config.init_from):
+    if config.init_from and not os.path.exists(config.init_from):
         raise ConfigError(
             f"config.init_from={config.init_from!r} does not exist; pass the run directory of "
-            "a run with bc_steps > 0"
+            "a run with bc_steps > 0, or a reference BC checkpoint params_<step>.pkl (or its "
+            "directory)"
         )
     for name, (test, need) in _AGENT_RULES.items():
         if name in agent and not (_finite(agent[name]) and test(agent[name])):
