@@ -45,7 +45,9 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.online_steps = 0  # 500_000 for offline-to-online
     config.start_training = 5_000  # online env steps before the first online update
     config.utd = 1  # updates per online env step
-    config.init_from = ""  # a BC checkpoint directory written by an earlier run
+    # A BC checkpoint: the run directory of an earlier run, or the authors' params_<step>.pkl
+    # (or its directory; docs/reference_checkpoints.md).
+    config.init_from = ""
     config.steps_per_call = 1_000  # updates per compiled call (lax.scan)
     config.log_interval = 5_000
     config.eval_interval = 50_000

@@ -58,7 +58,8 @@ def _rows(path, stage):
 
 @pytest.fixture(scope="module")
 def task_runs(tiny_dataset_dir, tmp_path_factory):
-    """The 2-task x 2-seed program, each task alone, and part 1 of the program split in two."""
+    """The 2-task x 2-seed program, each task alone, and part 1 of the program split in two
+    (offline only: its offline checkpoint is compared)."""
     root = tmp_path_factory.mktemp("tasks")
     common = dict(
         eval_episodes=1, eval_envs=4, online_steps=6, start_training=3, seeds=2, save_interval=20
@@ -69,7 +70,9 @@ def task_runs(tiny_dataset_dir, tmp_path_factory):
     summaries = {"multi": run("multi", tasks=TASKS)}
     for task in TASKS:
         summaries[task] = run(f"task{task}", task=task)
-    summaries["part1"] = run("part", tasks=TASKS, rows_parts=2, rows_part=1)
+    summaries["part1"] = run(
+        "part", tasks=TASKS, rows_parts=2, rows_part=1, online_steps=0, eval_episodes=0
+    )
     return root, summaries
 
 
@@ -107,7 +110,6 @@ def test_a_split_of_the_task_rows_equals_its_rows_of_the_whole(task_runs):
     root, summaries = task_runs
     part = summaries["part1"]
     assert part["tasks"] == [4, 4]
-    np.testing.assert_allclose(part["final_return"], summaries["multi"]["final_return"][2:])
     whole = _final_params(root / "multi", "offline")
     jax.tree.map(
         lambda w, p: np.testing.assert_allclose(w[2:], p, rtol=1e-5, atol=1e-6),
