@@ -81,8 +81,8 @@ def main(_):
         if FLAGS.allocate:
             row["allocated_gb"] = allocated_bytes(row["rows"], *shape) / 1e9
         print(
-            f"R={row['rows']:>3}: per-row copies {row['per_row_copies_gb"]:.3f} GB, shared "
-            f"{row['shared_gb"]:.3f} GB"
+            f"R={row['rows']:>3}: per-row copies {row['per_row_copies_gb']:.3f} GB, shared "
+            f"{row['shared_gb']:.3f} GB"
             + (f" (allocated {row['allocated_gb']:.3f} GB)" if "allocated_gb" in row else "")
         )
     settings = dict(offline=FLAGS.offline, online=FLAGS.online, obs_dim=FLAGS.obs_dim,
