@@ -77,7 +77,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_data
     with pytest.raises(loop.DivergenceError) as err:
         experiment.run(config)
     message = str(err.value)
-    assert "diverged at step" in message and "row 0 (seed 0, kl_budget 1)" in message
+    assert "diverged at step" in message and "row 0 (task 1, seed 0, kl_budget 1)" in message
     assert "non-finite" in message and "agent.lr" in message
     step = int(message.split("diverged at step ")[1].split(":")[0])
     mngr = ocp.CheckpointManager(os.path.abspath(tmp_path / "checkpoints" / "offline"))
