@@ -20,9 +20,9 @@ and the part goes on; a part that fails as a whole is recorded and the next part
   time-share one device, so together they go no faster than one of them).
 - launcher: `trqam_jax.experiment.run` end to end (BC stage, then TRQAM fine-tuning) on a
   synthetic dataset of cube-double's shapes written in OGBench's file format, 64 rows: wall time,
-  each stage's time outside compiled calls (stage wall time less its first call, compilation
-  included, and less its other calls timed alone), and the hours the paper's sweep would take on
-  this device at that rate (`PAPER_SWEEP`: rows x (BC + fine-tuning) steps).
+  each stage's time outside compiled calls (its wall time less its first call, compilation
+  included, its checkpoint saves and its other calls timed alone), and the hours the paper's
+  sweep would take on this device at that rate (`PAPER_SWEEP`: rows x (BC + fine-tuning) steps).
 - eval: `eval_speed.run_one`, batched evaluation env-steps/s against one episode at a time.
 Results go to `--out_dir` (default benchmarks/results) as suite_<device>.json / .md
 (suite_quick_<device>.* with --quick), rewritten after every part, so a run stopped by a time
@@ -384,16 +384,19 @@ def plan_launcher_steps(budget: Budget, opts, update: dict | None) -> tuple[int,
     # Scaling a smaller S up linearly overestimates (aggregate rates grow with S): safe.
     per_update_s = nearest["ms_per_update"] / 1e3 * opts.launcher_rows / nearest["seeds"]
     fixed_s = LAUNCHER_FIXED_S + 2 * nearest["compile_s"]
+    fits = False
     for offline in (*LAUNCHER_OFFLINE_CHOICES, 2 * spc):
         offline = max(2 * spc, offline // spc * spc)
         bc_steps = max(2 * spc, offline // 2 // spc * spc)
         # Both stages, plus two calls of each timed alone afterwards.
         updates = offline + 2 * spc + BC_COST_SHARE * (bc_steps + 2 * spc)
-        if fixed_s + updates * per_update_s < budget.left():
+        fits = fixed_s + updates * per_update_s < budget.left()
+        if fits:
             break
     how = (
         f"planned from the update part's S = {nearest['seeds']} float32 rate "
         f"({per_update_s * 1e3:.1f} ms per update at {opts.launcher_rows} rows)"
+        + ("" if fits else "; the fewest steps, and even they overrun the budget")
     )
     return bc_steps, offline, how
 
@@ -650,8 +653,9 @@ def baseline_table(part: dict, _parts: dict) -> list[str]:
 
 def launcher_table(part: dict, _parts: dict) -> list[str]:
     s = part["settings"]
+    shapes = ", ".join(f"{name} {size}" for name, (size,) in s["shapes"].items())
     lines = [
-        f"`experiment.run`, {s['rows']} rows, {s['domain']} shapes {s['shapes']}, preset "
+        f"`experiment.run`, {s['rows']} rows, {s['domain']} shapes ({shapes}), preset "
         f"{s['size']}, {s['steps_per_call']} steps per call (steps {s['steps_chosen_by']}); "
         f"wall time {part['wall_s']:.1f} s.",
         "",
