@@ -109,7 +109,12 @@ def warm_up(envs: EnvPool) -> None:
     envs.run_chunks(indices, np.zeros((len(envs), 1, envs.action_dim), np.float32))
 
 
-def run_one(env_name: str, args, key) -> dict:
+def run_one(env_name: str, args, key, config=None) -> dict:
+    """Time every evaluator on `env_name` with the settings of `args` (this CLI's flags).
+
+    `config` is the policy's agent config (default: the env's domain at paper size); the
+    suite's --quick passes smaller networks.
+    """
     num_envs = args.num_envs or args.seeds * args.episodes
     start = time.perf_counter()
     envs = make_envs(env_name, num_envs, args.max_episode_steps)
@@ -125,7 +130,7 @@ def run_one(env_name: str, args, key) -> dict:
         )
         worker_creation_s = time.perf_counter() - start
         warm_up(pools[f"batched_{args.workers}_workers"])
-    config = agent_config_for(env_name)
+    config = agent_config_for(env_name) if config is None else config
     horizon = config.horizon
     batched, single, description = make_policies(
         args.seeds, envs.obs_dim, envs.action_dim, config, key

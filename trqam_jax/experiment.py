@@ -183,7 +183,7 @@ def loaded_base(config, rows, examples):
     return loader.load_base_params(config.init_from, rows.key_ids, like)
 
 
-def pretrained_base(config, rows, source, examples, mesh, out, key):
+def pretrained_base(config, rows, source, examples, mesh, out, key, timings=None):
     """The BC-pretrained base field of every row, trained by the BC stage (or None: no BC)."""
     if not config.bc_steps:
         return None
@@ -191,7 +191,9 @@ def pretrained_base(config, rows, source, examples, mesh, out, key):
     states = train.init_rows(bc, config.agent, init_key, rows.key_ids, *examples)
     states = train.shard_rows(states, mesh)
     stage = loop.OfflineStage("bc", bc, config, source, train_key, rows)
-    states, _ = loop.run_stage(stage, states, config.bc_steps, config, out, rows)
+    states, _ = loop.run_stage(
+        stage, states, config.bc_steps, config, out, rows, timings=stage_timings(timings, "bc")
+    )
     return states.params["base"]
 
 
@@ -200,12 +202,19 @@ def row_env_names(config, rows, per_row: int = 1) -> list[str]:
     return [env_name_of(config, int(task)) for task in rows.tasks for _ in range(per_row)]
 
 
-def run(config) -> dict:
+def stage_timings(timings: dict | None, name: str) -> dict | None:
+    """The dict `loop.run_stage` fills for stage `name` inside `timings` (None: not recorded)."""
+    return None if timings is None else timings.setdefault(name, {})
+
+
+def run(config, timings: dict | None = None) -> dict:
     """Run every stage of `config`; returns the summary also written to summary.json.
 
     A finished run (summary.json covering the steps asked for) returns its saved summary and
-    does no work. Raises ConfigError, DataError, CheckpointError, RunDirError before any work
-    when the config cannot run here, and loop.DivergenceError when training diverges.
+    does no work. `timings`, if given, gets one dict per stage run ("bc", "offline", "online")
+    with the seconds `loop.run_stage` records (benchmarks read them). Raises ConfigError,
+    DataError, CheckpointError, RunDirError before any work when the config cannot run here, and
+    loop.DivergenceError when training diverges.
     """
     rows = check_config(config)
     out = run_directory(config)
@@ -216,10 +225,10 @@ def run(config) -> dict:
         if summary is not None:
             print(f"{out} has finished these steps; its saved summary:")
             return summary
-        return _run(config, rows, out)
+        return _run(config, rows, out, timings)
 
 
-def _run(config, rows, out: str) -> dict:
+def _run(config, rows, out: str, timings: dict | None) -> dict:
     agent = get_agent(config.agent.agent_name)
     mesh = train.make_mesh(len(rows))
     start = time.perf_counter()
@@ -247,7 +256,7 @@ def _run(config, rows, out: str) -> dict:
     states = train.init_rows(agent, config.agent, init_key, rows.key_ids, *examples)
     states = common.set_hparams(states, rows.swept)
     if base is None:
-        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key)
+        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key, timings)
     if base is not None:
         states = jax.vmap(agent.with_pretrained_base)(states, base)
     states = train.shard_rows(states, mesh)
@@ -259,14 +268,28 @@ def _run(config, rows, out: str) -> dict:
         evaluate_fn = loop.make_evaluator(config, envs, agent.act, eval_key, rows)
     stage = loop.OfflineStage("offline", agent, config, source, train_key, rows)
     states, final = loop.run_stage(
-        stage, states, config.offline_steps, config, out, rows, evaluate_fn
+        stage,
+        states,
+        config.offline_steps,
+        config,
+        out,
+        rows,
+        evaluate_fn,
+        timings=stage_timings(timings, "offline"),
     )
     if config.online_steps:
         envs = make_envs(row_env_names(config, rows), len(rows)).envs
         online_key = jax.random.fold_in(train_key, 1)
         stage = loop.OnlineStage(agent, config, data.train, envs, online_key, rows)
         states, online_final = loop.run_stage(
-            stage, states, config.online_steps, config, out, rows, evaluate_fn
+            stage,
+            states,
+            config.online_steps,
+            config,
+            out,
+            rows,
+            evaluate_fn,
+            timings=stage_timings(timings, "online"),
         )
         final = online_final if online_final is not None else final
     summary = {
