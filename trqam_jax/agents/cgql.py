@@ -15,9 +15,12 @@ inv_temp = 0 are unguided). One optimizer step sums, as in the authors' release
   - the flow `base` keeps training by BC (L_BC); targets are target_critic and target_base.
 CGQL-L (LINEX) is the TRQAM paper's variant and the default mode.
 
-This protocol against QAM's release: chunks of H actions and the discounts of configs/domains.py
-(the release: 0.99, 0.995 on giant / humanoidmaze); base and target_base start from the shared
-BC checkpoint; plain Adam and one guided sample per state (best of 1) as the release.
+This protocol against QAM's release: the discounts of configs/domains.py (the release: 0.99,
+0.995 on giant / humanoidmaze), 1024-wide LayerNorm flows on the 10M / 100M domains and a start
+from the shared BC checkpoint (the release trains from scratch); chunking (H = 5 on manipulation,
+1 on locomotion), 10 critics, rho and plain Adam as the release.
+Base and target_base both take the checkpoint; one guided sample per state (best of 1), as the
+release.
 `inv_temp`, `guidance_coef` and `noisy_coef` are traced values of `state.hparams`.
 """
 

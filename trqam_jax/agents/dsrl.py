@@ -14,9 +14,12 @@ in the authors' release (github.com/yonghdong/trqam and github.com/ColinQiyangLi
   - the flow `base` keeps training by BC (L_BC); the steered flow is its EMA `target_base`.
 Targets: `target_critic` and `target_base` (EMA rate tau).
 
-This protocol against QAM's release: chunks of H actions and the discounts of configs/domains.py
-(the release: 0.99, 0.995 on giant / humanoidmaze); base and target_base start from the shared
-BC checkpoint; plain Adam and one latent sample per state (best of 1) as the release.
+This protocol against QAM's release: the discounts of configs/domains.py (the release: 0.99,
+0.995 on giant / humanoidmaze), 1024-wide LayerNorm flows on the 10M / 100M domains and a start
+from the shared BC checkpoint (the release trains from scratch); chunking (H = 5 on manipulation,
+1 on locomotion), 10 critics, rho and plain Adam as the release.
+Base and target_base both take the checkpoint; one latent sample per state (best of 1), as the
+release.
 `noise_scale` and `target_entropy` are traced values of `state.hparams` (sweepable by vmap).
 """
 

@@ -10,10 +10,13 @@ and github.com/ColinQiyangLi/qam, `agents/ifql.py`):
 The policy draws `num_samples` chunks from the base flow's Euler sampler and executes the one the
 online critic ensemble scores highest by its minimum (best of N).
 
-This protocol against QAM's release: chunks of H actions and the discounts of configs/domains.py
-(the release: 0.99, 0.995 on giant / humanoidmaze); the base starts from the shared BC
-checkpoint, which the release's loader misses for IFQL (it looks for `modules_actor`, IFQL names
-its flow `actor_flow`), so there IFQL's flow starts fresh; plain Adam and N = 32 as the release.
+This protocol against QAM's release: the discounts of configs/domains.py (the release: 0.99,
+0.995 on giant / humanoidmaze), 1024-wide LayerNorm flows on the 10M / 100M domains and a start
+from the shared BC checkpoint (the release trains from scratch); chunking (H = 5 on manipulation,
+1 on locomotion), 10 critics, rho and plain Adam as the release.
+N = 32 as the release. The TRQAM release's BC-checkpoint loader misses IFQL (it looks for
+`modules_actor`; IFQL names its flow `actor_flow`), so there IFQL's flow starts fresh; here it
+starts from the checkpoint like every agent's.
 `kappa` is a traced value of `state.hparams` (sweepable by vmap).
 """
 
