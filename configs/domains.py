@@ -16,6 +16,15 @@ Baselines (issue 5):
   The FQL paper has no cube-triple / cube-quadruple: 300 there is our extrapolation of "cube".
 - cube-single-play (the quickstart, not in the QAM paper): chunked FQL 300 (FQL paper's value for
   cube-single) and QAM-E as cube-double (our choice, the nearest domain).
+
+Baselines (issue 16), each the QAM paper's per-domain value as in the tables of its public code
+(github.com/ColinQiyangLi/qam, experiments/reproduce.py: `IFQL`, `DSRL`, `CGQL`, `CGQL_MSE`,
+`CGQL_LINEX`); the rest of each preset is this protocol (H, discount, rho, 10 critics, widths).
+cube-single-play takes cube-double's values (our choice, the nearest domain).
+- IFQL kappa (the value's expectile).
+- DSRL noise_scale (the scale of the latent policy's noise).
+- CGQL inv_temp, guidance_coef and (mse / linex) noisy_coef, per variant; inv_temp is 10 in every
+  domain and variant.
 """
 
 from trqam_jax.data.names import PAPER_DOMAINS
@@ -83,6 +92,72 @@ FQL_ORIGINAL_ALPHA = {
     "puzzle": 1000.0,
 }
 FQL_PRESETS = ("original", "chunked")
+IFQL_KAPPA = {
+    "antmaze-large-navigate": 0.9,
+    "antmaze-giant-navigate": 0.8,
+    "humanoidmaze-medium-navigate": 0.7,
+    "humanoidmaze-large-navigate": 0.8,
+    "cube-double-play": 0.9,
+    "cube-triple-play": 0.95,
+    "cube-quadruple-play": 0.95,
+    "scene-play": 0.9,
+    "puzzle-3x3-play": 0.95,
+    "puzzle-4x4-play": 0.9,
+    "cube-single-play": 0.9,  # our choice: as cube-double
+}
+DSRL_NOISE_SCALE = {
+    "antmaze-large-navigate": 0.8,
+    "antmaze-giant-navigate": 1.2,
+    "humanoidmaze-medium-navigate": 0.6,
+    "humanoidmaze-large-navigate": 0.8,
+    "cube-double-play": 1.0,
+    "cube-triple-play": 1.4,
+    "cube-quadruple-play": 1.4,
+    "scene-play": 0.4,
+    "puzzle-3x3-play": 1.0,
+    "puzzle-4x4-play": 1.0,
+    "cube-single-play": 1.0,  # our choice: as cube-double
+}
+# CGQL (guidance_coef, noisy_coef) per variant; "simple" has no noisy-chunk loss.
+CGQL_PARAMS = {
+    "simple": {
+        "antmaze-large-navigate": (0.1, 0.0),
+        "antmaze-giant-navigate": (0.1, 0.0),
+        "humanoidmaze-medium-navigate": (0.01, 0.0),
+        "humanoidmaze-large-navigate": (0.01, 0.0),
+        "cube-double-play": (0.01, 0.0),
+        "cube-triple-play": (0.1, 0.0),
+        "cube-quadruple-play": (0.1, 0.0),
+        "scene-play": (0.1, 0.0),
+        "puzzle-3x3-play": (0.1, 0.0),
+        "puzzle-4x4-play": (0.1, 0.0),
+    },
+    "mse": {
+        "antmaze-large-navigate": (0.1, 0.1),
+        "antmaze-giant-navigate": (0.1, 0.001),
+        "humanoidmaze-medium-navigate": (0.1, 0.1),
+        "humanoidmaze-large-navigate": (0.1, 0.1),
+        "cube-double-play": (0.01, 0.001),
+        "cube-triple-play": (0.1, 0.001),
+        "cube-quadruple-play": (0.01, 0.1),
+        "scene-play": (0.1, 0.1),
+        "puzzle-3x3-play": (0.1, 0.1),
+        "puzzle-4x4-play": (1.0, 0.001),
+    },
+    "linex": {
+        "antmaze-large-navigate": (0.1, 0.001),
+        "antmaze-giant-navigate": (0.1, 0.001),
+        "humanoidmaze-medium-navigate": (0.1, 0.1),
+        "humanoidmaze-large-navigate": (0.1, 0.1),
+        "cube-double-play": (0.01, 0.001),
+        "cube-triple-play": (0.1, 0.001),
+        "cube-quadruple-play": (0.01, 0.1),
+        "scene-play": (0.1, 0.1),
+        "puzzle-3x3-play": (0.1, 0.001),
+        "puzzle-4x4-play": (1.0, 0.001),
+    },
+}
+CGQL_INV_TEMP = 10.0
 
 
 def check_domain(domain: str) -> None:
@@ -158,4 +233,34 @@ def fql_overrides(domain: str, preset: str) -> dict:
         else 0.99,
         "actor_hidden_dims": (512,) * 4,
         "actor_layer_norm": False,
+    }
+
+
+def ifql_overrides(domain: str) -> dict:
+    """IFQL's per-domain expectile kappa."""
+    check_domain(domain)
+    return {"kappa": IFQL_KAPPA[domain]}
+
+
+def dsrl_overrides(domain: str) -> dict:
+    """DSRL's per-domain noise scale."""
+    check_domain(domain)
+    return {"noise_scale": DSRL_NOISE_SCALE[domain]}
+
+
+def cgql_overrides(domain: str, mode: str) -> dict:
+    """CGQL's variant and its per-domain inverse temperature, guidance and noisy-loss weights."""
+    check_domain(domain)
+    if mode not in CGQL_PARAMS:
+        raise ValueError(
+            f"unknown CGQL variant {mode!r}; expected one of {tuple(CGQL_PARAMS)} "
+            "(e.g. --config=configs/cgql.py:scene-play:mse)"
+        )
+    # cube-single-play (the quickstart's) takes cube-double's values: our choice.
+    guidance_coef, noisy_coef = CGQL_PARAMS[mode].get(domain, CGQL_PARAMS[mode]["cube-double-play"])
+    return {
+        "mode": mode,
+        "inv_temp": CGQL_INV_TEMP,
+        "guidance_coef": guidance_coef,
+        "noisy_coef": noisy_coef,
     }

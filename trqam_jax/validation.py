@@ -52,6 +52,11 @@ _AGENT_RULES = {
     "lam_scale": (lambda v: v > 0, "> 0"),
     "alpha": (lambda v: v >= 0, ">= 0"),
     "edit_scale": (lambda v: v >= 0, ">= 0"),
+    "kappa": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "num_samples": (lambda v: v >= 1, ">= 1"),
+    "noise_scale": (lambda v: v > 0, "> 0"),
+    "guidance_coef": (lambda v: v >= 0, ">= 0"),
+    "noisy_coef": (lambda v: v >= 0, ">= 0"),
 }
 _HIDDEN_DIMS = ("actor_hidden_dims", "critic_hidden_dims")
 # At most this many layers: a longer tuple is almost always an override given twice, which

@@ -5,7 +5,7 @@
 
 import importlib
 
-AGENTS = ("trqam", "qam", "qam_e", "fql")
+AGENTS = ("trqam", "qam", "qam_e", "fql", "ifql", "dsrl", "cgql")
 
 
 def get_agent(name: str):
