@@ -5,11 +5,20 @@ relabelling, options, shards and every error path, not to train anything.
 """
 
 import os
+import tempfile
 
 import pytest
 
 # Tests run on the CPU unless told otherwise; MuJoCo needs no display for state-based tasks.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same tiny programs (in both test workers and in CLI subprocesses, which
+# inherit these): JAX's persistent cache compiles each once. Set before jax is imported.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"trqam-jax-tests-xla-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 TINY = dict(name="cube-double-play-v0", episodes=2, val_episodes=1, max_episode_steps=150, seed=0)
 TINY_SHARDS = dict(
