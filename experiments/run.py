@@ -30,8 +30,8 @@ from trqam_jax.data.datasets import DataError  # noqa: E402
 config_flags.DEFINE_config_file(
     "config",
     "configs/quickstart.py",
-    "Run config: configs/<agent>.py:<domain> (agents: trqam, qam, qam_e, fql, fql_chunked; "
-    "domains in configs/domains.py), then --config.<field>=value overrides, e.g. "
+    "Run config: configs/<agent>.py:<domain> (agents: trqam, qam, qam_e, fql, fql_chunked, "
+    "ifql, dsrl, cgql; domains in configs/domains.py), then --config.<field>=value overrides, e.g. "
     "--config.seeds=8, --config.agent.kl_budget=0.5, --config.kl_budgets='(0.5,1.0)'.",
 )
 flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
