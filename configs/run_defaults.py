@@ -19,6 +19,7 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     config.agent = agent
     config.domain = domain
     config.task = 1  # env id: {domain}-singletask-task{task}-v0
+    config.tasks = ()  # tasks on the row axis (tasks x kl_budgets x seeds); empty = (task,)
     # Data: official OGBench files, or generated with experiments.make_dataset (labelled so).
     config.dataset_dir = ""  # "" = $OGBENCH_DATA_DIR, else ~/.ogbench/data
     config.generate_if_missing = False  # generate a small labelled dataset when files are absent
