@@ -24,7 +24,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from trqam_jax import checkpoint, experiment, loop, run_dir  # noqa: E402
+from trqam_jax import checkpoint, compile_cache, experiment, loop, run_dir  # noqa: E402
 from trqam_jax.data.datasets import DataError  # noqa: E402
 
 config_flags.DEFINE_config_file(
@@ -35,6 +35,12 @@ config_flags.DEFINE_config_file(
     "--config.seeds=8, --config.agent.kl_budget=0.5, --config.kl_budgets='(0.5,1.0)'.",
 )
 flags.DEFINE_bool("print_config", False, "Print the resolved config and exit.")
+flags.DEFINE_string(
+    "compile_cache",
+    "",
+    "Persistent compilation cache directory: '' = $JAX_COMPILATION_CACHE_DIR, else "
+    "compile_cache/ next to the run directory (runs/compile_cache); none = off.",
+)
 FLAGS = flags.FLAGS
 USER_ERRORS = (experiment.ConfigError, DataError, checkpoint.CheckpointError, run_dir.RunDirError)
 
@@ -57,8 +63,12 @@ def main(_):
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         # Multi-host: each process drives its local devices; the env vars name the cluster.
         jax.distributed.initialize()
+    cache = compile_cache.cache_dir(FLAGS.compile_cache, _runs_root(FLAGS.config))
+    if cache:
+        compile_cache.enable(cache)  # programs of the same shapes compile once, across runs
     try:
-        summary = experiment.run(FLAGS.config)
+        with compile_cache.CompileTimer() as compiled:
+            summary = experiment.run(FLAGS.config)
     except USER_ERRORS as err:
         sys.exit(_fail(err, 2))
     except loop.DivergenceError as err:
@@ -66,6 +76,14 @@ def main(_):
     except KeyboardInterrupt as err:
         sys.exit(_fail(str(err) or "interrupted; rerun the same command to resume", 130))
     print("\n".join(experiment.summary_lines(FLAGS.config, summary)))
+    where = f"the compilation cache {cache}" if cache else "no cache (off)"
+    print(f"Compiling took {compiled.seconds:.1f} s ({compiled.cache_hits} programs from {where}).")
+
+
+def _runs_root(config) -> str:
+    """The directory holding the run directory (runs/ by default), where the cache goes."""
+    out = os.path.abspath(experiment.run_directory(config))
+    return os.path.dirname(os.path.dirname(out) if config.rows_parts > 1 else out)
 
 
 def _fail(err, code: int) -> int:
