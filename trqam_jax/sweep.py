@@ -423,7 +423,7 @@ def plan_lines(sweep: Sweep, plan, status, costs, processes: int) -> list[str]:
             f"{_hours(est[p.name]):>9}"
         )
         if "error" in cost:
-            lines.append(f"    not measured: {cost['error']}")
+            lines.append(f"    not measured: {cost['error'].splitlines()[0]}")
     todo = sum(p.updates for p in plan if status[p.name] != "done")
     lines.append(
         f"{len(plan)} programs, {sum(p.updates for p in plan):,} updates (rows x steps), "
@@ -530,7 +530,7 @@ def run_worker(sweep: Sweep, job: dict) -> int:
             try:
                 costs[name] = measure(config, program.stage, job["calls"])
             except USER_ERRORS as err:
-                costs[name] = {"error": str(err).splitlines()[0]}
+                costs[name] = {"error": str(err)}
             print(f"measured {name}: {costs[name]}", flush=True)
         with open(job["out"], "w") as f:
             json.dump(costs, f)
@@ -693,7 +693,7 @@ def _announce(sweep, plan, processes, launch, dry_run, time_calls, command) -> s
     print("\n".join(plan_lines(sweep, plan, status, costs, processes.count)), flush=True)
     errors = [f"{name}: {c['error']}" for name, c in costs.items() if "error" in c]
     if errors and not dry_run:
-        problem = "cannot run: " + "; ".join(errors)
+        problem = f"cannot run {len(errors)} programs; the first: {errors[0]}"
     if not dry_run and not problem:
         record = plan_record(sweep, plan, status, costs, processes.count, command)
         _write_shared(processes, os.path.join(sweep.root, PLAN_FILE), record)
