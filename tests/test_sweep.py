@@ -1,12 +1,17 @@
-"""The sweep: its plan, cost estimate, skip / resume logic and the compilation cache, then a reduced
-sweep end to end (BC, two agents, the report) on a tiny generated dataset."""
+"""The sweep: its plan, cost estimate, skip / resume logic and the compilation cache, a reduced
+sweep end to end (BC, two agents, the report) on a tiny generated dataset, and the same sweep
+split over two local CPU processes joined by jax.distributed."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from trqam_jax import run_dir, sweep
@@ -34,7 +39,7 @@ TINY = (
 
 
 def tiny_flags(data_dir, root, agents="trqam,qam", tasks="1", seeds=2, kl_budgets="", sets=()):
-    """The sweep CLI's flags for a reduced sweep on `data_dir` (shared by test_distributed.py)."""
+    """The sweep CLI's flags for a reduced sweep on `data_dir`."""
     overrides = (*TINY, f"dataset_dir={data_dir}", *sets)
     return [
         f"--agents={agents}",
@@ -48,17 +53,14 @@ def tiny_flags(data_dir, root, agents="trqam,qam", tasks="1", seeds=2, kl_budget
     ]
 
 
-def make_tiny_dataset(out: str) -> str:
-    """A generated cube-single-play dataset of two short episodes in `out` (seconds to make)."""
-    from trqam_jax.data.generate import generate_dataset
-
-    generate_dataset(out_dir=out, workers=1, progress=False, **TINY_DATA)
-    return out
-
-
 @pytest.fixture(scope="module")
 def tiny_single_dir(tmp_path_factory):
-    return make_tiny_dataset(str(tmp_path_factory.mktemp("cube_single")))
+    """A generated cube-single-play dataset of two short episodes (seconds to make)."""
+    from trqam_jax.data.generate import generate_dataset
+
+    out = str(tmp_path_factory.mktemp("cube_single"))
+    generate_dataset(out_dir=out, workers=1, progress=False, **TINY_DATA)
+    return out
 
 
 def cli_env():
@@ -186,6 +188,7 @@ def test_bad_input_names_the_value_and_the_fix(tmp_path):
         (dict(agents="fql,fql_chunked"), "both run agent 'fql'"),
         (dict(domains="cube-double"), "unknown environment"),
         (dict(tasks="1,9"), "task9"),
+        (dict(tasks="one"), "expected comma-separated numbers"),
         (dict(sets=("seeds=3",)), "the sweep sets config.seeds itself"),
         (dict(sets=("agent.no_such_field=1",)), "no config of the sweep"),
         (dict(sets=("steps",)), "expected key=value"),
@@ -255,7 +258,7 @@ def _fake_launcher(spec, calls, fail=()):
 def test_the_sweep_skips_what_is_finished_and_runs_around_a_failure(tmp_path, capsys):
     spec = tiny_sweep(tmp_path, agents="trqam,qam,fql", tasks="1")
     reported, calls = [], []
-    report = lambda dirs, out: reported.append((dirs, out)) or 0  # noqa: E731
+    report = lambda dirs, out: reported.append((dirs, out)) or 0
     fails = _fake_launcher(spec, calls, fail=(f"bc-{DOMAIN}-fql",))
     code = sweep.run(spec, sweep.Processes(), fails, report, time_calls=0)
     # The FQL BC failed: FQL's fine-tuning is not run, the other agents' are, and reported.
@@ -290,7 +293,7 @@ def test_the_sweep_skips_what_is_finished_and_runs_around_a_failure(tmp_path, ca
 def test_a_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     root = tmp_path / "sweep"
     spec = tiny_sweep(root, agents="trqam,qam", tasks="1,2")
-    never = lambda *_: pytest.fail("a dry run launched work")  # noqa: E731
+    never = lambda *_: pytest.fail("a dry run launched work")
     assert sweep.run(spec, sweep.Processes(), never, never, dry_run=True, time_calls=0) == 0
     out = capsys.readouterr().out
     assert f"bc-{DOMAIN}" in out and f"trqam-{DOMAIN}" in out and "no estimate" in out
@@ -334,9 +337,18 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
 # A reduced sweep end to end
 
 
-def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(tiny_single_dir, tmp_path):
-    root = tmp_path / "sweep"
-    out = run_cli([*tiny_flags(tiny_single_dir, root), "--time_calls=0"])
+@pytest.fixture(scope="module")
+def reduced_sweep(tiny_single_dir, tmp_path_factory):
+    """The reduced sweep (BC, TRQAM and QAM on one task, 2 seeds) run once by one process:
+    (its root, its output). The tests below leave its TRQAM and BC runs as they are."""
+    root = tmp_path_factory.mktemp("reduced") / "sweep"
+    return root, run_cli([*tiny_flags(tiny_single_dir, root), "--time_calls=0"])
+
+
+def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
+    reduced_sweep, tiny_single_dir
+):
+    root, out = reduced_sweep
     assert out.index("Sweep plan") < out.index("running")  # the plan comes before any work
     plan = json.loads((root / sweep.PLAN_FILE).read_text())
     names = [p["name"] for p in plan["programs"]]
@@ -386,3 +398,105 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(tiny_si
     assert cost["cache_hits"] > 0 and cost["cache_misses"] == 0, cost
     assert again[program]["cache_hits"] > 0, again
     assert again[program]["compile_s"] < first[program]["compile_s"], (again, first)
+
+
+# ----------------------------------------------------------------------------------------------
+# Two processes joined by jax.distributed
+
+TIMEOUT_S = 900  # per sweep process; a hung barrier fails the test instead of hanging it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(flags):
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", *flags],
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(processes) -> list[str]:
+    """Each process's output; every process is killed and the test fails if one fails or hangs."""
+    outputs, failed = [], False
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=TIMEOUT_S)[0])
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            outputs.append(process.communicate()[0] + "\n[timed out]")
+        failed |= process.returncode != 0
+    if failed:
+        shown = "\n".join(
+            f"--- process {i} (exit {p.returncode}):\n{out[-3000:]}"
+            for i, (p, out) in enumerate(zip(processes, outputs, strict=True))
+        )
+        pytest.fail(f"a sweep process failed:\n{shown}")
+    return outputs
+
+
+def final_params(out):
+    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints", "offline")))
+    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())["params"]
+
+
+def test_two_processes_split_the_rows_and_equal_one_process(
+    reduced_sweep, tiny_single_dir, tmp_path
+):
+    """The reduced sweep's TRQAM program (2 rows) over two processes: a block of one row each."""
+    whole, split = reduced_sweep[0], tmp_path / "split"
+    address = f"127.0.0.1:{free_port()}"
+    flags = [
+        *tiny_flags(tiny_single_dir, split, agents="trqam"),
+        f"--compile_cache={whole / 'compile_cache'}",  # the BC program is compiled already
+        "--time_calls=0",
+        f"--coordinator_address={address}",
+        "--num_processes=2",
+    ]
+    outputs = finish([start([*flags, f"--process_id={i}"]) for i in range(2)])
+
+    program = f"trqam-{DOMAIN}"
+    assert sorted(os.listdir(split / program)) == ["part0", "part1"]
+    whole_params = final_params(whole / program)
+    for part in range(2):
+        part_params = final_params(split / program / f"part{part}")
+        jax.tree.map(
+            lambda a, b, p=part: np.testing.assert_allclose(a[p : p + 1], b, rtol=1e-5, atol=1e-6),
+            whole_params,
+            part_params,
+        )
+    summaries = [
+        run_dir.read_json(str(split / program / f"part{p}" / run_dir.SUMMARY_FILE)) for p in (0, 1)
+    ]
+    expected = run_dir.read_json(str(whole / program / run_dir.SUMMARY_FILE))
+    assert [s for summary in summaries for s in summary["seeds"]] == expected["seeds"] == [0, 1]
+    assert [r for summary in summaries for r in summary["final_return"]] == expected["final_return"]
+
+    # The BC program ran whole, once, on process 0, and both blocks started from it.
+    assert f"bc-{DOMAIN} part 0 of 1: running" in outputs[0]
+    assert f"bc-{DOMAIN} part 0 of 1" not in outputs[1]
+    assert not (split / f"bc-{DOMAIN}" / "part0").exists()
+    for part in (0, 1):
+        config = json.loads((split / program / f"part{part}" / run_dir.CONFIG_FILE).read_text())
+        assert config["init_from"] == str(split / f"bc-{DOMAIN}")
+        assert (config["rows_part"], config["rows_parts"]) == (part, 2)
+    # Only process 0 prints the plan and writes the shared files; the report covers both blocks.
+    for name in (sweep.PLAN_FILE, sweep.SUMMARY_FILE, sweep.REPORT_DIR):
+        assert f"wrote {split / name}" in outputs[0], outputs[0][-3000:]
+    assert "wrote" not in outputs[1] and "Sweep plan" not in outputs[1], outputs[1][-3000:]
+    missing = (split / sweep.REPORT_DIR / "report.md").read_text().split("## Missing")[1]
+    assert "seed" not in missing.split("##")[0], missing  # both seeds are in the table
+    records = json.loads((split / sweep.SUMMARY_FILE).read_text())["programs"]
+    assert sorted((r["program"], r["part"]) for r in records) == [
+        (f"bc-{DOMAIN}", 0),
+        (program, 0),
+        (program, 1),
+    ]

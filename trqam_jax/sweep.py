@@ -19,6 +19,7 @@ process); the sweep processes meet at barriers of the distributed runtime betwee
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import importlib
@@ -152,8 +153,6 @@ def parse_domains(text: str) -> tuple[str, ...]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """`key=value` -> (key, value): a Python literal ((16,16), 3, 0.5, True) or else a string."""
-    import ast
-
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -169,20 +168,36 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def make_sweep(agents, domains, tasks, seeds, kl_budgets, root, overrides=()) -> Sweep:
-    """A checked `Sweep` from the CLI's values (strings, or sequences already parsed)."""
+def make_sweep(
+    agents: str,
+    domains: str,
+    tasks: str,
+    seeds: int,
+    kl_budgets: str,
+    root: str,
+    overrides: Sequence[str] = (),
+) -> Sweep:
+    """A checked `Sweep` from the CLI's values: comma-separated agents, domains, tasks and budgets
+    ("" = each agent's own), `key=value` overrides.
+
+    Raises ConfigError or DataError (an unknown domain or task) naming the value and the fix.
+    """
+    try:
+        task_ids = tuple(int(t) for t in tasks.split(","))
+        budgets = tuple(float(b) for b in kl_budgets.split(",") if b.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--tasks={tasks!r} / --kl_budgets={kl_budgets!r}: expected comma-separated numbers, "
+            "e.g. --tasks=1,2,3 --kl_budgets=0.5,1.0"
+        ) from None
     sweep = Sweep(
-        agents=parse_agents(agents) if isinstance(agents, str) else tuple(agents),
-        domains=parse_domains(domains) if isinstance(domains, str) else tuple(domains),
-        tasks=tuple(int(t) for t in (tasks.split(",") if isinstance(tasks, str) else tasks)),
+        agents=parse_agents(agents),
+        domains=parse_domains(domains),
+        tasks=task_ids,
         seeds=int(seeds),
-        kl_budgets=tuple(
-            float(b)
-            for b in (kl_budgets.split(",") if isinstance(kl_budgets, str) else kl_budgets)
-            if str(b).strip()
-        ),
+        kl_budgets=budgets,
         root=root,
-        overrides=tuple(parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides),
+        overrides=tuple(parse_override(o) for o in overrides),
     )
     if not sweep.tasks or sweep.seeds < 1 or not sweep.agents:
         raise ConfigError(
@@ -408,7 +423,7 @@ def plan_lines(sweep: Sweep, plan, status, costs, processes: int) -> list[str]:
             f"{_hours(est[p.name]):>9}"
         )
         if "error" in cost:
-            lines.append(f"    not measured: {cost['error']}")
+            lines.append(f"    not measured: {cost['error'].splitlines()[0]}")
     todo = sum(p.updates for p in plan if status[p.name] != "done")
     lines.append(
         f"{len(plan)} programs, {sum(p.updates for p in plan):,} updates (rows x steps), "
@@ -515,7 +530,7 @@ def run_worker(sweep: Sweep, job: dict) -> int:
             try:
                 costs[name] = measure(config, program.stage, job["calls"])
             except USER_ERRORS as err:
-                costs[name] = {"error": str(err).splitlines()[0]}
+                costs[name] = {"error": str(err)}
             print(f"measured {name}: {costs[name]}", flush=True)
         with open(job["out"], "w") as f:
             json.dump(costs, f)
@@ -678,7 +693,7 @@ def _announce(sweep, plan, processes, launch, dry_run, time_calls, command) -> s
     print("\n".join(plan_lines(sweep, plan, status, costs, processes.count)), flush=True)
     errors = [f"{name}: {c['error']}" for name, c in costs.items() if "error" in c]
     if errors and not dry_run:
-        problem = "cannot run: " + "; ".join(errors)
+        problem = f"cannot run {len(errors)} programs; the first: {errors[0]}"
     if not dry_run and not problem:
         record = plan_record(sweep, plan, status, costs, processes.count, command)
         _write_shared(processes, os.path.join(sweep.root, PLAN_FILE), record)
