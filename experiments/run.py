@@ -20,7 +20,6 @@ from trqam_jax.envs import headless_mujoco
 
 headless_mujoco()  # state-based tasks need no rendering; set before MuJoCo is first imported
 
-import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -61,8 +60,14 @@ def main(_):
         print(FLAGS.config)
         return
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        # Multi-host: each process drives its local devices; the env vars name the cluster.
-        jax.distributed.initialize()
+        # Under jax.distributed orbax saves from process 0 only, so the other processes' rows
+        # would lose their checkpoints; the sweep gives every process a launcher of its own.
+        message = (
+            "JAX_COORDINATOR_ADDRESS is set, but experiments.run is one process: run several "
+            "hosts with python -m experiments.sweep (docs/cluster.md), or split the rows with "
+            "--config.rows_part / --config.rows_parts, one launcher each"
+        )
+        sys.exit(_fail(message, 2))
     cache = compile_cache.cache_dir(FLAGS.compile_cache, _runs_root(FLAGS.config))
     if cache:
         compile_cache.enable(cache)  # programs of the same shapes compile once, across runs

@@ -339,10 +339,10 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
 
 @pytest.fixture(scope="module")
 def reduced_sweep(tiny_single_dir, tmp_path_factory):
-    """The reduced sweep (BC, TRQAM and QAM on one task, 2 seeds) run once by one process:
+    """The reduced sweep (BC, TRQAM and QAM on 2 tasks x 2 seeds) run once by one process:
     (its root, its output). The tests below leave its TRQAM and BC runs as they are."""
     root = tmp_path_factory.mktemp("reduced") / "sweep"
-    return root, run_cli([*tiny_flags(tiny_single_dir, root), "--time_calls=0"])
+    return root, run_cli([*tiny_flags(tiny_single_dir, root, tasks="1,2"), "--time_calls=0"])
 
 
 def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
@@ -353,7 +353,7 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
     plan = json.loads((root / sweep.PLAN_FILE).read_text())
     names = [p["name"] for p in plan["programs"]]
     assert names == [f"bc-{DOMAIN}", f"trqam-{DOMAIN}", f"qam-{DOMAIN}"]
-    assert [p["rows"] for p in plan["programs"]] == [2, 2, 2]
+    assert [p["rows"] for p in plan["programs"]] == [2, 4, 4]  # BC: seeds; then tasks x seeds
 
     # One BC run, its checkpoint the start of both agents' fine-tuning (no BC stage of their own).
     bc_metrics = read_jsonl(root / f"bc-{DOMAIN}" / run_dir.TRAIN_METRICS_FILE)
@@ -366,9 +366,11 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
         metrics = read_jsonl(out_dir / run_dir.TRAIN_METRICS_FILE)
         assert {r["stage"] for r in metrics} == {"offline"}
         evals = read_jsonl(out_dir / run_dir.EVAL_FILE)
-        starts[agent] = [(r["seed"], r["return"], r["length"]) for r in evals if r["step"] == 0]
-    # At step 0 both policies are the BC policy, evaluated on the same episodes.
-    assert starts["trqam"] == starts["qam"] and len(starts["qam"]) == 2
+        starts[agent] = [
+            (r["task"], r["seed"], r["return"], r["length"]) for r in evals if r["step"] == 0
+        ]
+    # At step 0 both policies are the BC policy, evaluated on the same episodes of each task.
+    assert starts["trqam"] == starts["qam"] and len(starts["qam"]) == 4
     report_md = (root / sweep.REPORT_DIR / "report.md").read_text()
     assert "| trqam" in report_md and "| qam" in report_md
     first = {
@@ -377,7 +379,7 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
 
     # More fine-tuning steps for QAM, with the cost measurement: BC is finished and skipped, QAM
     # resumes from its checkpoint at step 10.
-    flags = tiny_flags(tiny_single_dir, root, agents="qam", sets=("offline_steps=20",))
+    flags = tiny_flags(tiny_single_dir, root, agents="qam", tasks="1,2", sets=("offline_steps=20",))
     out = run_cli([*flags, "--time_calls=1"])
     assert f"bc-{DOMAIN} part 0: finished before, skipped" in out
     plan = json.loads((root / sweep.PLAN_FILE).read_text())
@@ -387,9 +389,12 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
         20 * cost["s_per_step"]
     )
     metrics = read_jsonl(root / f"qam-{DOMAIN}" / run_dir.TRAIN_METRICS_FILE)
-    assert [(r["step"], r["seed"]) for r in metrics] == [(10, 0), (10, 1), (20, 0), (20, 1)]
+    rows = [(1, 0), (1, 1), (2, 0), (2, 1)]  # (task, seed), task-major
+    assert [(r["step"], r["task"], r["seed"]) for r in metrics] == [
+        (s, *row) for s in (10, 20) for row in rows
+    ]
     evals = read_jsonl(root / f"qam-{DOMAIN}" / run_dir.EVAL_FILE)
-    assert [r["step"] for r in evals] == [0, 0, 10, 10, 20, 20]
+    assert [r["step"] for r in evals] == [0] * 4 + [10] * 4 + [20] * 4
     # Compile once: the measurement and the resumed program loaded the first run's compiles.
     again = {
         r["program"]: r for r in json.loads((root / sweep.SUMMARY_FILE).read_text())["programs"]
@@ -451,11 +456,11 @@ def final_params(out):
 def test_two_processes_split_the_rows_and_equal_one_process(
     reduced_sweep, tiny_single_dir, tmp_path
 ):
-    """The reduced sweep's TRQAM program (2 rows) over two processes: a block of one row each."""
+    """The reduced sweep's TRQAM program (4 rows) over two processes: a task's block each."""
     whole, split = reduced_sweep[0], tmp_path / "split"
     address = f"127.0.0.1:{free_port()}"
     flags = [
-        *tiny_flags(tiny_single_dir, split, agents="trqam"),
+        *tiny_flags(tiny_single_dir, split, agents="trqam", tasks="1,2"),
         f"--compile_cache={whole / 'compile_cache'}",  # the BC program is compiled already
         "--time_calls=0",
         f"--coordinator_address={address}",
@@ -469,7 +474,9 @@ def test_two_processes_split_the_rows_and_equal_one_process(
     for part in range(2):
         part_params = final_params(split / program / f"part{part}")
         jax.tree.map(
-            lambda a, b, p=part: np.testing.assert_allclose(a[p : p + 1], b, rtol=1e-5, atol=1e-6),
+            lambda a, b, p=part: np.testing.assert_allclose(
+                a[2 * p : 2 * p + 2], b, rtol=1e-5, atol=1e-6
+            ),
             whole_params,
             part_params,
         )
@@ -477,7 +484,10 @@ def test_two_processes_split_the_rows_and_equal_one_process(
         run_dir.read_json(str(split / program / f"part{p}" / run_dir.SUMMARY_FILE)) for p in (0, 1)
     ]
     expected = run_dir.read_json(str(whole / program / run_dir.SUMMARY_FILE))
-    assert [s for summary in summaries for s in summary["seeds"]] == expected["seeds"] == [0, 1]
+    assert [s for summary in summaries for s in summary["seeds"]] == expected["seeds"] == [0, 1] * 2
+    assert (
+        [t for summary in summaries for t in summary["tasks"]] == expected["tasks"] == [1, 1, 2, 2]
+    )
     assert [r for summary in summaries for r in summary["final_return"]] == expected["final_return"]
 
     # The BC program ran whole, once, on process 0, and both blocks started from it.

@@ -55,9 +55,6 @@ def check_config(config) -> train.Rows:
     validation.check_run_config(config)
     for task in tasks_of(config):
         parse_env_name(env_name_of(config, task))  # unknown domain or task -> DataError, fix
-    if jax.process_count() > 1 and config.rows_parts == 1:
-        # Multi-host (jax.distributed): each process runs its own block of independent rows.
-        config.rows_part, config.rows_parts = jax.process_index(), jax.process_count()
     try:
         rows = train.make_rows(
             config.seeds, swept_values(config), config.rows_part, config.rows_parts,
