@@ -1,7 +1,8 @@
 """Known-answer check of TRQAM and QAM: a Gaussian base and a quadratic critic (issue 17).
 
-    python -m experiments.known_answer --out DIR      # default run, under 5 minutes on 2 CPU cores
-    python -m experiments.known_answer --quick --out DIR
+    python -m experiments.known_answer --out DIR      # default run, about 4-5 minutes on 2 cores
+    python -m experiments.known_answer --quick --out DIR                # smoke run, K = 10 only
+    python -m experiments.known_answer --stability-check --out DIR      # the bandit's KL puzzle
 
 Behaviour N(mu0, Sigma0) in d = 2, critic Q(a) = -1/2 (a - a*)^T A (a - a*): the tilt
 pi_base exp(beta Q) / Z, its KL to the base and the lambda* that meets a budget are closed forms,
@@ -14,7 +15,7 @@ and so is the fixed point of the discretised scheme the library runs (trqam_jax/
 3. The full agent (`agents.bc` then `agents.trqam`) on samples of the base and noisy rewards.
 4. The deployed law's KL to the base three ways (Gaussian from moments, k-NN, D_hat), ODE vs SDE.
 
-Writes results.json, known_answer.png and table.md to --out.
+Writes results.json, known_answer.png and table.md to --out (docs/known_answer.md has them).
 """
 
 import argparse
