@@ -66,7 +66,11 @@ def tiny_single_dir(tmp_path_factory):
 def cli_env():
     # XLA's optimisation passes dominate these tiny programs' compile time (by about 3x on a
     # CPU); every run of a test compiles the same way, so the runs still agree with each other.
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    # The sweep keeps its own compile cache under its root (the tests count its hits), not the
+    # test session's shared one (tests/conftest.py).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return env
 
 
 def run_cli(flags, timeout=900):

@@ -65,7 +65,7 @@ def task_runs(tiny_dataset_dir, tmp_path_factory):
         eval_episodes=1, eval_envs=4, online_steps=6, start_training=3, seeds=2, save_interval=20
     )
     run = lambda name, **kw: launcher.run(
-        tiny_run_config(tiny_dataset_dir, root / name, **common, **kw)
+        tiny_run_config(tiny_dataset_dir, root / name, **(common | kw))
     )
     summaries = {"multi": run("multi", tasks=TASKS)}
     for task in TASKS:
