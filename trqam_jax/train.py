@@ -232,13 +232,11 @@ def make_train_call(
         state, metrics = scan_updates(update, sample, state, jax.random.split(key, steps))
         return state, mean_metrics(add_metrics(None, metrics), steps), nonfinite(state, metrics)
 
-    compiled = jax.jit(jax.vmap(one_row, in_axes=(0, None, None, 0, 0)))
-
     def call(states, data, size, keys, tasks=None):
-        tasks = jnp.zeros(keys.shape[0], jnp.int32) if tasks is None else tasks
-        return compiled(states, data, size, keys, tasks)
+        # tasks=None is an empty pytree: every row reads column 0 (`sampler.take_rows`).
+        return jax.vmap(one_row, in_axes=(0, None, None, 0, 0))(states, data, size, keys, tasks)
 
-    return call
+    return jax.jit(call)
 
 
 @functools.lru_cache(maxsize=16)
