@@ -16,8 +16,8 @@ import pytest
 from tests.test_launcher import tiny_run_config
 from trqam_jax import experiment as launcher
 from trqam_jax.data.datasets import load_offline_data
-from trqam_jax.data.names import env_name
-from trqam_jax.data.sampler import LABELS, sample_chunks
+from trqam_jax.data.names import LABEL_FIELDS, env_name
+from trqam_jax.data.sampler import sample_chunks
 
 DOMAIN = "cube-double-play"
 # Task 4 is the one whose labels differ from task 1 on the tiny dataset (a cube starts in place).
@@ -30,7 +30,7 @@ def test_task_labels_are_each_tasks_own_relabelling(tiny_dataset_dir):
     singles = [load_offline_data(env_name(DOMAIN, t), tiny_dataset_dir).train for t in (1, 4, 5)]
     for column, single in enumerate(singles):
         for name, values in single.items():
-            stored = multi[name][:, column] if name in LABELS else multi[name]
+            stored = multi[name][:, column] if name in LABEL_FIELDS else multi[name]
             np.testing.assert_array_equal(stored, values, err_msg=f"{name}, column {column}")
     assert multi["rewards"].shape == multi["masks"].shape == (n, 3)
     # The tasks' labels differ, so reading the wrong column would show.

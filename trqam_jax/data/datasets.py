@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+from trqam_jax.data.names import LABEL_FIELDS, LOCOMOTION_PREFIXES, dataset_name_of
 from trqam_jax.data.names import env_name as env_name_of
 from trqam_jax.envs import make_env
 
@@ -35,7 +35,6 @@ DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
 ACTION_CLIP_EPS = 1e-5
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
-LABEL_FIELDS = ("rewards", "masks")  # what relabelling writes: each task's own
 # Episode counts of the official releases (OGBench data_gen_scripts/commands.sh); 1000 otherwise.
 OFFICIAL_EPISODES = {
     "cube-triple": 3000,

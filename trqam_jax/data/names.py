@@ -22,6 +22,9 @@ PAPER_DOMAIN_CODES: tuple[tuple[str, str], ...] = (
 )
 PAPER_DOMAINS: tuple[str, ...] = tuple(domain for domain, _ in PAPER_DOMAIN_CODES)
 TASKS_PER_DOMAIN = 5
+# The dataset fields OGBench's single-task relabelling writes: the only ones the tasks of a
+# domain do not share.
+LABEL_FIELDS = ("rewards", "masks")
 # Domain families whose datasets come from expert policies (not generable with scripted oracles).
 LOCOMOTION_PREFIXES = ("pointmaze", "antmaze", "humanoidmaze", "antsoccer")
 

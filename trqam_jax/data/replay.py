@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax.data.sampler import LABELS, chunk_rows, chunks_from, take_rows, uniform_starts
+from trqam_jax.data.names import LABEL_FIELDS
+from trqam_jax.data.sampler import chunk_rows, chunks_from, take_rows, uniform_starts
 
 FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
 
@@ -59,7 +60,7 @@ def init_replay(like: dict, capacity: int) -> ReplayState:
         raise ValueError(f"replay capacity must be >= 1 online transitions, got {capacity}")
 
     def alloc(name):
-        shape = () if name in LABELS else np.shape(like[name])[1:]
+        shape = () if name in LABEL_FIELDS else np.shape(like[name])[1:]
         return jnp.zeros((capacity, *shape), jnp.asarray(like[name]).dtype)
 
     return ReplayState({k: alloc(k) for k in FIELDS}, jnp.int32(0), jnp.int32(0))

@@ -29,8 +29,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from trqam_jax.data.names import LABEL_FIELDS
+
 Batch = dict[str, jax.Array]
-LABELS = ("rewards", "masks")  # the fields that differ between the tasks of a domain
 
 
 def chunk_rows(starts: jax.Array, horizon: int, num_rows: int) -> jax.Array:
@@ -53,7 +54,7 @@ def take_rows(data: Batch, task=None) -> Callable[[str, jax.Array], jax.Array]:
 
     def take(name, rows):
         values = data[name]
-        if name in LABELS and values.ndim == 2:
+        if name in LABEL_FIELDS and values.ndim == 2:
             return values[rows, 0 if task is None else task]
         return values[rows]
 
