@@ -23,8 +23,7 @@ headless_mujoco()  # state-based tasks need no rendering; set before MuJoCo is f
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from trqam_jax import checkpoint, compile_cache, experiment, loop, run_dir  # noqa: E402
-from trqam_jax.data.datasets import DataError  # noqa: E402
+from trqam_jax import compile_cache, experiment, loop  # noqa: E402
 
 config_flags.DEFINE_config_file(
     "config",
@@ -41,7 +40,6 @@ flags.DEFINE_string(
     "compile_cache/ next to the run directory (runs/compile_cache); none = off.",
 )
 FLAGS = flags.FLAGS
-USER_ERRORS = (experiment.ConfigError, DataError, checkpoint.CheckpointError, run_dir.RunDirError)
 
 
 def repeated_overrides(argv) -> list[str]:
@@ -74,7 +72,7 @@ def main(_):
     try:
         with compile_cache.CompileTimer() as compiled:
             summary = experiment.run(FLAGS.config)
-    except USER_ERRORS as err:
+    except experiment.USER_ERRORS as err:
         sys.exit(_fail(err, 2))
     except loop.DivergenceError as err:
         sys.exit(_fail(err, 3))

@@ -19,6 +19,7 @@ from trqam_jax import checkpoint, loop, reference_checkpoint, run_dir, train, va
 from trqam_jax.agents import bc, common, get_agent
 from trqam_jax.data import names
 from trqam_jax.data.datasets import (
+    DataError,
     DatasetNotFoundError,
     load_offline_data,
     parse_env_name,
@@ -31,6 +32,8 @@ from trqam_jax.versions import versions
 SWEPT = "kl_budget"  # the agent value `config.kl_budgets` sweeps (TRQAM's)
 STAGE_STEPS = ("bc_steps", "offline_steps", "online_steps")
 ConfigError = validation.ConfigError
+# What a user can fix: launchers print the message (it names the fix) and exit with 2.
+USER_ERRORS = (ConfigError, DataError, checkpoint.CheckpointError, run_dir.RunDirError)
 
 
 def tasks_of(config) -> tuple[int, ...]:

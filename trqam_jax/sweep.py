@@ -36,13 +36,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from trqam_jax import checkpoint, compile_cache, experiment, loop, run_dir, train
+from trqam_jax import compile_cache, experiment, loop, run_dir, train
 from trqam_jax.agents import AGENTS, bc, common, get_agent
 from trqam_jax.data import names
-from trqam_jax.data.datasets import DataError, parse_env_name
+from trqam_jax.data.datasets import parse_env_name
 
 ConfigError = experiment.ConfigError
-USER_ERRORS = (ConfigError, DataError, checkpoint.CheckpointError, run_dir.RunDirError)
+USER_ERRORS = experiment.USER_ERRORS
 BC, FINETUNE = "bc", "finetune"
 BC_TASK = 1  # BC reads no rewards: every task of a domain shares its pretraining, named task 1
 # The TRQAM paper's table: its 7 methods as config names (those this checkout has take part).
