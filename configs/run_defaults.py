@@ -59,4 +59,7 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     # A run directory resumes only the config that made it; True resumes one whose
     # result-determining fields differ (the differences are recorded in config_changes.jsonl).
     config.allow_config_change = False
+    # Printed under the summary: what this config's results should look like and what to run
+    # next (the quickstart's measured numbers); "" prints nothing.
+    config.expect = ""
     return config

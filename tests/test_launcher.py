@@ -14,7 +14,7 @@ import pytest
 
 from configs.trqam import get_config
 from experiments import report
-from trqam_jax import checkpoint
+from trqam_jax import checkpoint, validation
 from trqam_jax import experiment as launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +109,20 @@ def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_pa
     assert len(evals) == 4 and all(0.0 <= r["success"] <= 1.0 for r in evals)
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["data_source"] == "generated"
+    # The summary's means are the rows' own, and a config's expectation is its last line.
+    lines = launcher.summary_lines(config, summary)
+    start = np.mean([r["success"] for r in read_jsonl(tmp_path / "eval.jsonl")[:4]])
+    end = np.mean([r["success"] for r in evals])
+    assert f"mean success {start:.3f} at the start of fine-tuning, {end:.3f} at the end" in (
+        "\n".join(lines)
+    )
+    assert "[GENERATED data]" in lines[0] and not lines[-1].startswith("Expected")
+    expecting = config.copy_and_resolve_references()
+    expecting.expect = "Expected: success 0.00 at the start and the end."
+    assert launcher.summary_lines(expecting, summary)[-1] == expecting.expect
+    # The expectation only annotates the summary: a run with another one resumes.
+    records = [launcher.config_record(c) for c in (config, expecting)]
+    assert validation.config_differences(*records) == {}
 
 
 def test_a_sweep_split_into_parts_equals_the_sweep_in_one_piece(tiny_dataset_dir, tmp_path):

@@ -343,4 +343,6 @@ def summary_lines(config, summary) -> list[str]:
     if out:
         lines.append(f"Results in {out}; tables and plots: python -m experiments.report {out} "
                      f"--out {os.path.join(out, 'report')}")  # fmt: skip
+    if config.get("expect"):
+        lines.append(config.expect)
     return lines

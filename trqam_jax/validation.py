@@ -27,6 +27,7 @@ EXTENDING_FIELDS = frozenset(
         "dataset_dir",
         "generate_if_missing",
         "allow_config_change",
+        "expect",
     }
 )
 
