@@ -23,11 +23,14 @@ headless_mujoco()  # state-based tasks need no rendering; set before MuJoCo is f
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import configs  # noqa: E402
+from experiments import run_absl  # noqa: E402
 from trqam_jax import compile_cache, experiment, loop  # noqa: E402
 
 config_flags.DEFINE_config_file(
     "config",
-    "configs/quickstart.py",
+    # Outside a checkout (the installed trqam-run) the packaged file; configs/quickstart.py in one.
+    configs.resolve_path("configs/quickstart.py"),
     "Run config: configs/<agent>.py:<domain> (agents: trqam, qam, qam_e, fql, fql_chunked, "
     "ifql, dsrl, cgql; domains in configs/domains.py), then --config.<field>=value overrides, e.g. "
     "--config.seeds=8, --config.agent.kl_budget=0.5, --config.kl_budgets='(0.5,1.0)'.",
@@ -46,6 +49,32 @@ def repeated_overrides(argv) -> list[str]:
     """`--config.X` flags given more than once (ml_collections concatenates repeated tuples)."""
     seen = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
     return sorted({name for name in seen if seen.count(name) > 1})
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """`argv` with the value of `--config` passed through `configs.resolve_path`.
+
+    Args:
+      argv: list[str], the command line (program name first).
+    Returns:
+      list[str]: a copy in which `--config=PATH[:ARG]` (or `--config PATH[:ARG]`) names a file
+      that exists from the working directory, when the package has it.
+    """
+    out = list(argv)
+    for i, arg in enumerate(out):
+        name, equals, value = arg.partition("=")
+        if name not in ("--config", "-config"):
+            continue
+        if equals:
+            out[i] = f"{name}={configs.resolve_path(value)}"
+        elif i + 1 < len(out):
+            out[i + 1] = configs.resolve_path(out[i + 1])
+    return out
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing (with its usage on errors) after `resolve_config_args`."""
+    return app.parse_flags_with_usage(resolve_config_args(argv))
 
 
 def main(_):
@@ -94,5 +123,10 @@ def _fail(err, code: int) -> int:
     return code
 
 
+def cli() -> None:
+    """The `trqam-run` console script: the same as `python -m experiments.run`."""
+    run_absl(main, __name__, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

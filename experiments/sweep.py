@@ -22,9 +22,9 @@ from trqam_jax.envs import headless_mujoco
 
 headless_mujoco()  # state-based tasks need no rendering; set before MuJoCo is first imported
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
-from experiments import report  # noqa: E402
+from experiments import report, run_absl  # noqa: E402
 from trqam_jax import compile_cache, sweep  # noqa: E402
 
 flags.DEFINE_string(
@@ -145,5 +145,10 @@ def _fail(err, code: int) -> int:
     return code
 
 
+def cli() -> None:
+    """The `trqam-sweep` console script: the same as `python -m experiments.sweep`."""
+    run_absl(main, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

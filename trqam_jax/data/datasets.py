@@ -88,7 +88,7 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
 
 
 def provenance_path(directory: str, dataset_name: str) -> str:
-    """Where the generator writes, and the loader looks for, the provenance JSON."""
+    """Where the generator and fetch_data write, and the loader looks for, the provenance JSON."""
     return os.path.join(directory, f"{dataset_name}-provenance.json")
 
 
@@ -219,7 +219,9 @@ def find_dataset_files(spec: EnvSpec, data_dir: str) -> DatasetFiles:
 
     missing = [p for p in (train, val) if not os.path.isfile(p)]
     remedies = [
-        f'  1. on a machine with internet access run `python -c "import ogbench; '
+        f"  1. download them: `python -m experiments.fetch_data --env={spec.dataset_name} "
+        f"--dataset_dir={data_dir}` (resumable, with mirrors; docs/data.md), or on a machine with "
+        f'internet access run `python -c "import ogbench; '
         f"ogbench.download_datasets(['{spec.dataset_name}'], '{data_dir}')\"` (or let ogbench "
         f"download into ~/.ogbench/data) and copy the files to {data_dir};"
     ]
@@ -406,8 +408,8 @@ def load_shard(
     }
 
 
-def read_generator_provenance(directory: str, dataset_name: str) -> dict | None:
-    """The generator's provenance JSON next to the files, or None (official data)."""
+def read_provenance(directory: str, dataset_name: str) -> dict | None:
+    """The provenance JSON next to the files (the generator's or fetch_data's), or None."""
     path = provenance_path(directory, dataset_name)
     if not os.path.isfile(path):
         return None
@@ -417,6 +419,19 @@ def read_generator_provenance(directory: str, dataset_name: str) -> dict | None:
     except (OSError, ValueError):
         # Its presence alone marks the data as generated; keep the label even if unreadable.
         return {"unreadable": path}
+
+
+def data_source_of(record: dict | None) -> str:
+    """The label of a dataset from its provenance record (`read_provenance`).
+
+    Args:
+      record: dict | None, the provenance JSON next to the files, or None.
+    Returns:
+      str: "official" without a record (files put there by hand or by ogbench) or with the
+      record of `trqam_jax.data.fetch` (data_source "official"); "generated" for any other record,
+      an unreadable one included, so that generated data is never labelled official.
+    """
+    return "official" if record is None or record.get("data_source") == "official" else "generated"
 
 
 @dataclass
@@ -499,9 +514,10 @@ def load_offline_data(
 
     train = postprocess(train, sparse, action_clip_eps)
     val = None if val is None else postprocess(val, sparse, action_clip_eps)
-    generator = read_generator_provenance(directory, spec.dataset_name)
+    record = read_provenance(directory, spec.dataset_name)
+    label = data_source_of(record)
     provenance = {
-        "data_source": "generated" if generator is not None else "official",
+        "data_source": label,
         "dataset_dir": directory,
         "dataset_name": spec.dataset_name,
         "env_name": env_name,
@@ -513,6 +529,8 @@ def load_offline_data(
         "sparse": bool(sparse),
         "action_clip_eps": action_clip_eps,
         "proportion": proportion,
-        "generator": generator,
+        # The generator's record (generated data) or fetch_data's (official data), else None.
+        "generator": record if label == "generated" else None,
+        "download": record if label == "official" else None,
     }
     return OfflineData(env, train, val, provenance, spec, tuple(shard_paths))
