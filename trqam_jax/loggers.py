@@ -52,6 +52,11 @@ def scalars(file_name: str, record: dict, keys: tuple[str, ...]) -> dict[str, fl
     return {f"{prefix}/{name}": value for name, value in record.items() if name not in skip}
 
 
+def count(number: int, noun: str) -> str:
+    """`number` `noun`s, e.g. "1 row", "2 rows"."""
+    return f"{number} {noun}{'s' * (number != 1)}"
+
+
 def warn(name: str, err: BaseException) -> None:
     """The one line a failing logger prints."""
     lines = str(err).strip().splitlines()
@@ -78,7 +83,8 @@ def wandb_run_ids(path: str, names: list[str]) -> dict[str, str]:
     return ids
 
 
-# An entry is one record as a logger needs it: (row name, stage, step, {key: value}).
+# One record as a logger takes it: (row name, stage, step, {key: value}) (`Loggers.write`).
+Entry = tuple[str, str, int, dict[str, float]]
 
 
 class TensorBoard:
@@ -100,16 +106,22 @@ class TensorBoard:
 
         self.event, self.scalar = Event, scalar
         self.writers = {}
-        for name in rows:
-            directory = os.path.join(out, run_dir.TENSORBOARD_DIR, name)
-            os.makedirs(directory, exist_ok=True)
-            # A file per launcher (a resumed run adds one); the pid keeps the names of two
-            # launchers started in the same second apart (a name is otherwise the second).
-            prefix = os.path.join(directory, "events")
-            self.writers[name] = EventsWriter(prefix, filename_suffix=f".{os.getpid()}")
-        print(f"[tensorboard] {len(rows)} rows -> {os.path.join(out, run_dir.TENSORBOARD_DIR)}")
+        try:
+            for name in rows:
+                directory = os.path.join(out, run_dir.TENSORBOARD_DIR, name)
+                os.makedirs(directory, exist_ok=True)
+                # A file per launcher (a resumed run adds one); the pid keeps the names of two
+                # launchers started in the same second apart (a name is otherwise the second).
+                prefix = os.path.join(directory, "events")
+                self.writers[name] = EventsWriter(prefix, filename_suffix=f".{os.getpid()}")
+        except BaseException:
+            self.close(True)
+            raise
+        where = os.path.join(out, run_dir.TENSORBOARD_DIR)
+        print(f"[tensorboard] {count(len(rows), 'row')} -> {where}")
 
-    def write(self, entries: list[tuple]) -> None:
+    def write(self, entries: list[Entry]) -> None:
+        """One scalar per key at the entry's step in its row's file; then flush those files."""
         now = time.time()
         for row, _stage, step, values in entries:
             for tag, value in values.items():
@@ -119,6 +131,7 @@ class TensorBoard:
             self.writers[row].flush()
 
     def close(self, _failed: bool) -> None:
+        """Flush and close every row's file."""
         for writer in self.writers.values():
             writer.close()
 
@@ -156,9 +169,11 @@ class WandB:
         # run.dir is <W&B dir>/wandb/<run>/files; `wandb sync` takes <W&B dir>/wandb/<run>.
         where = f"offline: wandb sync {os.path.dirname(os.path.dirname(run.dir))}/offline-run-*"
         where = where if run.offline else run.project_url
-        print(f"[wandb] {len(rows)} runs, project {run.project}, group {experiment} ({where})")
+        runs = count(len(rows), "run")
+        print(f"[wandb] {runs}, project {run.project}, group {experiment} ({where})")
 
-    def write(self, entries: list[tuple]) -> None:
+    def write(self, entries: list[Entry]) -> None:
+        """Log each entry's values and step to its row's run."""
         for row, stage, step, values in entries:
             run, axis = self.runs[row], "bc/step" if stage == BC_STAGE else "step"
             # W&B's own step only grows, and BC restarts the count: each key family (`bc/*`,
@@ -173,6 +188,7 @@ class WandB:
             run.log({axis: step, **values})
 
     def close(self, failed: bool) -> None:
+        """Finish every row's run (exit code 1 when `failed`: W&B marks it failed)."""
         errors = []
         for run in self.runs.values():
             try:
@@ -190,18 +206,18 @@ class Loggers:
     """The loggers `config.log_to` names; each is switched off at its first failure.
 
     A context manager: leaving it closes the loggers (flushing what they hold), also on an
-    exception or Ctrl-C, when W&B marks the runs failed.
+    exception or Ctrl-C, when W&B marks the runs failed. A logger (`BACKENDS`) is made as
+    `Logger(out, experiment, rows, config)` and has `write(entries)` and `close(failed)`.
+
+    Args:
+      log_to: `config.log_to`.
+      out: the run directory.
+      experiment: the experiment's name (W&B's group).
+      columns: the rows' identity columns (`train.Rows.columns()`), name -> (R,) array.
+      config: the resolved config (config.json's record), each W&B run's config.
     """
 
     def __init__(self, log_to: str, out: str, experiment: str, columns: dict, config: dict):
-        """
-        Args:
-          log_to: `config.log_to`.
-          out: the run directory.
-          experiment: the experiment's name (W&B's group).
-          columns: the rows' identity columns (`train.Rows.columns()`), name -> (R,).
-          config: the resolved config (config.json's record), each W&B run's config.
-        """
         self.keys = tuple(columns)
         size = len(next(iter(columns.values())))
         # .item() as run_dir.append_rows does, so the records name the same rows.
