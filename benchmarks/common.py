@@ -1,4 +1,5 @@
-"""What every benchmark result records: the device, the software versions, and where it goes."""
+"""What every benchmark result records: the device, the software versions, the process's peak
+memory, and where it goes."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import time
 
 import jax
 
+from trqam_jax.memory import peak_memory
 from trqam_jax.versions import versions
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -42,7 +44,8 @@ def device_label(info: dict) -> str:
 
 
 def write_result(name: str, record: dict, out: str | None = None) -> str:
-    """Write `record` (plus device, versions and date) to `out` or results/<name>_<device>.json.
+    """Write `record` (plus device, versions, date and the process's peak memory so far,
+    `memory.peak_memory`) to `out` or results/<name>_<device>.json.
 
     Returns the path written.
     """
@@ -51,6 +54,7 @@ def write_result(name: str, record: dict, out: str | None = None) -> str:
         record,
         device=info,
         versions=versions(),
+        peak_memory=peak_memory(),
         date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     path = out or os.path.join(RESULTS_DIR, f"{name}_{device_label(info)}.json")

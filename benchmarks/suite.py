@@ -49,7 +49,7 @@ import numpy as np
 from benchmarks import eval_speed, presets, update_speed
 from benchmarks.common import RESULTS_DIR, device_info, device_label, write_result
 from configs import trqam as trqam_config
-from trqam_jax import experiment, train
+from trqam_jax import experiment, memory, train
 from trqam_jax.agents import bc, trqam
 from trqam_jax.data import datasets, generate, names
 from trqam_jax.data.sampler import sample_chunks
@@ -581,6 +581,7 @@ def markdown(record: dict) -> str:
         + ", ".join(f"{name} {value}" for name, value in versions.items() if value is not None),
         f"- host: {info['host_cpu']}, {info['host_cpus_usable']} usable CPUs, "
         f"load {info['load_average_1min']:.2f}",
+        f"- {memory.describe(record['peak_memory'])}, the suite's process up to its last part",
         "",
     ]
     parts = record["parts"]

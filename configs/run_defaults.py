@@ -55,6 +55,9 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
     # Evaluation environments kept for the whole run (about 160 MB each); at least one per row.
     config.eval_envs = 16
     config.save_interval = 100_000
+    # Mirror the JSONL metrics and evaluations to "tensorboard", "wandb" or both
+    # ("tensorboard,wandb"); "" = the run directory only (docs/logging.md).
+    config.log_to = ""
     config.run_dir = ""  # "" = runs/{agent}-{domain}-task{task}
     # A run directory resumes only the config that made it; True resumes one whose
     # result-determining fields differ (the differences are recorded in config_changes.jsonl).

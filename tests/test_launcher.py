@@ -14,7 +14,7 @@ import pytest
 
 from configs.trqam import get_config
 from experiments import report
-from trqam_jax import checkpoint, validation
+from trqam_jax import checkpoint, memory, validation
 from trqam_jax import experiment as launcher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,6 +117,11 @@ def test_budget_sweep_rides_the_seed_axis_and_evaluates(tiny_dataset_dir, tmp_pa
         "\n".join(lines)
     )
     assert "[GENERATED data]" in lines[0] and not lines[-1].startswith("Expected")
+    # The run's peak memory: the host's always, the devices' where the backend counts it.
+    peak = summary["peak_memory"]
+    assert peak["host_peak_rss_bytes"] > 0 and memory.describe(peak) in lines
+    cpu = jax.devices()[0].platform == "cpu"
+    assert (peak["device_peak_bytes"] is None) == cpu and (cpu or peak["device_peak_bytes"] > 0)
     expecting = config.copy_and_resolve_references()
     expecting.expect = "Expected: success 0.00 at the start and the end."
     assert launcher.summary_lines(expecting, summary)[-1] == expecting.expect

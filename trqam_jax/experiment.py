@@ -7,6 +7,7 @@ restores its final state). All rows (swept values x seeds) are one vmapped progr
 the local devices; `loop.run_stage` runs each stage.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -15,7 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax import checkpoint, loop, reference_checkpoint, run_dir, train, validation
+from trqam_jax import (
+    checkpoint,
+    loggers,
+    loop,
+    memory,
+    reference_checkpoint,
+    run_dir,
+    train,
+    validation,
+)
 from trqam_jax.agents import bc, common, get_agent
 from trqam_jax.data import names
 from trqam_jax.data.datasets import (
@@ -83,6 +93,13 @@ def run_directory(config) -> str:
         "runs", f"{config.agent.agent_name}-{config.domain}-{name}"
     )
     return os.path.join(out, f"part{config.rows_part}") if config.rows_parts > 1 else out
+
+
+def experiment_name(config) -> str:
+    """The experiment's name (W&B's group): its run directory's, the parts of a split sweep
+    sharing the name of the directory above them."""
+    out = run_directory(config)
+    return os.path.basename(os.path.abspath(os.path.dirname(out) if config.rows_parts > 1 else out))
 
 
 def config_record(config) -> dict:
@@ -183,16 +200,18 @@ def loaded_base(config, rows, examples):
     return loader.load_base_params(config.init_from, rows.key_ids, like)
 
 
-def pretrained_base(config, rows, source, examples, mesh, out, key, timings=None):
-    """The BC-pretrained base field of every row, trained by the BC stage (or None: no BC)."""
+def pretrained_base(config, rows, source, examples, mesh, out, key, timings=None, log=None):
+    """The BC-pretrained base field of every row, trained by the BC stage (or None: no BC);
+    `log` receives its logged records (`loop.run_stage`)."""
     if not config.bc_steps:
         return None
     init_key, train_key = jax.random.split(key)
     states = train.init_rows(bc, config.agent, init_key, rows.key_ids, *examples)
     states = train.shard_rows(states, mesh)
     stage = loop.OfflineStage("bc", bc, config, source, train_key, rows)
+    bc_timings = stage_timings(timings, "bc")
     states, _ = loop.run_stage(
-        stage, states, config.bc_steps, config, out, rows, timings=stage_timings(timings, "bc")
+        stage, states, config.bc_steps, config, out, rows, timings=bc_timings, log=log
     )
     return states.params["base"]
 
@@ -225,10 +244,12 @@ def run(config, timings: dict | None = None) -> dict:
         if summary is not None:
             print(f"{out} has finished these steps; its saved summary:")
             return summary
-        return _run(config, rows, out, timings)
+        # What _run opens to close when it ends, however it ends (the loggers).
+        with contextlib.ExitStack() as closing:
+            return _run(config, rows, out, timings, closing)
 
 
-def _run(config, rows, out: str, timings: dict | None) -> dict:
+def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitStack) -> dict:
     agent = get_agent(config.agent.agent_name)
     mesh = train.make_mesh(len(rows))
     start = time.perf_counter()
@@ -249,6 +270,10 @@ def _run(config, rows, out: str, timings: dict | None) -> dict:
         | {name: values.tolist() for name, values in rows.swept.items()},
     )
     run_dir.write_json(os.path.join(out, run_dir.PROVENANCE_FILE), provenance)
+    run_loggers = loggers.Loggers(
+        config.log_to, out, experiment_name(config), rows.columns(), config_record(config)
+    )
+    log = closing.enter_context(run_loggers).write
 
     source = data_source(data, config, mesh)
     init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
@@ -256,7 +281,7 @@ def _run(config, rows, out: str, timings: dict | None) -> dict:
     states = train.init_rows(agent, config.agent, init_key, rows.key_ids, *examples)
     states = common.set_hparams(states, rows.swept)
     if base is None:
-        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key, timings)
+        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key, timings, log)
     if base is not None:
         states = jax.vmap(agent.with_pretrained_base)(states, base)
     states = train.shard_rows(states, mesh)
@@ -276,6 +301,7 @@ def _run(config, rows, out: str, timings: dict | None) -> dict:
         rows,
         evaluate_fn,
         timings=stage_timings(timings, "offline"),
+        log=log,
     )
     if config.online_steps:
         envs = make_envs(row_env_names(config, rows), len(rows)).envs
@@ -290,6 +316,7 @@ def _run(config, rows, out: str, timings: dict | None) -> dict:
             rows,
             evaluate_fn,
             timings=stage_timings(timings, "online"),
+            log=log,
         )
         final = online_final if online_final is not None else final
     summary = {
@@ -303,6 +330,7 @@ def _run(config, rows, out: str, timings: dict | None) -> dict:
         "start_success": start_success(out, rows) if final is not None else None,
         "final_success": None if final is None else final["success"].tolist(),
         "final_return": None if final is None else final["return"].tolist(),
+        "peak_memory": memory.peak_memory(),
         "run_dir": out,
     }
     run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), summary)
@@ -323,8 +351,10 @@ def summary_lines(config, summary) -> list[str]:
     several = len(set(tasks)) > 1
     where = f"{config.domain} tasks {sorted(set(tasks))}" if several else env_name_of(config)
     lines = [f"\n{config.agent.agent_name} on {where}{tag}"]
+    # A summary saved before peak memory was recorded has none.
+    peak = [memory.describe(summary["peak_memory"])] if summary.get("peak_memory") else []
     if summary["final_success"] is None:
-        return lines + ["(no evaluation: config.eval_episodes = 0)"]
+        return lines + ["(no evaluation: config.eval_episodes = 0)", *peak]
     swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
     start = summary.get("start_success") or [np.nan] * summary["rows"]
     header = [f"{'task':>5}"] * several + [f"{'seed':>5}", *(f"{n:>10}" for n in swept)]
@@ -339,6 +369,7 @@ def summary_lines(config, summary) -> list[str]:
         f"mean success {np.mean(start):.3f} at the start of fine-tuning, {mean:.3f} at the end; "
         f"wall clock {summary['wall_clock_s']:.0f} s"
     )
+    lines += peak
     out = summary.get("run_dir")
     if out:
         lines.append(f"Results in {out}; tables and plots: python -m experiments.report {out} "

@@ -238,7 +238,9 @@ def _divergence(stage, rows, ckpt, start: int, health=None, values=None, finite=
     )
 
 
-def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=None, timings=None):
+def run_stage(
+    stage, states, total: int, config, out: str, rows, evaluate_fn=None, timings=None, log=None
+):
     """Run `stage` for `total` steps: resume, then per call log, evaluate and checkpoint.
 
     Cadences (in the stage's own steps): metrics every `config.log_interval` and at the end,
@@ -249,7 +251,9 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
     non-finite values raise `DivergenceError` and are never saved. `timings`, if given,
     accumulates the seconds spent in evaluation ("evaluate_s") and checkpoint saves
     ("checkpoint_s"), and gets the seconds of the first call, compilation included
-    ("first_call_s"), and of the whole stage ("stage_s"), for benchmarks.
+    ("first_call_s"), and of the whole stage ("stage_s"), for benchmarks. `log`, if given, is
+    called as `log(file name, records)` with the records of every append to train_metrics.jsonl
+    and eval.jsonl (`loggers.Loggers.write`).
     Returns:
       (states, the last evaluation's per-row results or None).
     Raises:
@@ -264,25 +268,27 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
         return result
 
+    def append(name, values, record):
+        records = run_dir.append_rows(os.path.join(out, name), values, record, rows.columns())
+        if log is not None:
+            log(name, records)  # the loggers get exactly what the file got
+
     ckpt = checkpoint.manager(os.path.join(out, "checkpoints", stage.name))
     states, step = resume(stage, ckpt, states, out)
     states = stage.start(states, step)
-    eval_path = os.path.join(out, run_dir.EVAL_FILE)
     if evaluate_fn is not None and step == 0 and stage.evaluate_at_start:
         # The policy fine-tuning starts from (for TRQAM / QAM the BC policy: fine = base).
         start_record = {"step": stage.offset, "stage": stage.name}
-        run_dir.append_rows(eval_path, timed("evaluate_s", evaluate_fn, states), start_record,
-                            rows.columns())  # fmt: skip
+        append(run_dir.EVAL_FILE, timed("evaluate_s", evaluate_fn, states), start_record)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
-    metrics_path = os.path.join(out, run_dir.TRAIN_METRICS_FILE)
     pending = []  # (first step, record or None, values or None, health) not yet on the host
 
     def write_pending():
         for first, record, values, health in pending:
             values = None if values is None else train.to_host(values)
             if record is not None:
-                run_dir.append_rows(metrics_path, values, record, rows.columns())
+                append(run_dir.TRAIN_METRICS_FILE, values, record)
             message = _divergence(stage, rows, ckpt, first, health=train.to_host(health))
             message = message or _divergence(stage, rows, ckpt, first, values=values)
             if message:
@@ -317,7 +323,7 @@ def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=Non
                     raise DivergenceError(message)
             if evaluate_now:
                 results = timed("evaluate_s", evaluate_fn, states)
-                run_dir.append_rows(eval_path, results, record, rows.columns())
+                append(run_dir.EVAL_FILE, results, record)
             if save_now:
                 timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
             rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)

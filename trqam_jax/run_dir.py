@@ -25,6 +25,9 @@ EVAL_FILE = "eval.jsonl"  # one line per (evaluation step, seed)
 SUMMARY_FILE = "summary.json"  # written at the end of a run
 CONFIG_CHANGES_FILE = "config_changes.jsonl"  # result fields changed on resume, when allowed
 LOCK_FILE = ".lock"  # held by the launcher running in the directory
+# Written only with `config.log_to` (trqam_jax/loggers.py).
+TENSORBOARD_DIR = "tensorboard"  # event files, one subdirectory per row
+WANDB_IDS_FILE = "wandb_ids.json"  # each row's W&B run id, so a resumed run continues it
 
 # ----------------------------------------------------------------------------------------------
 # Writing
@@ -94,13 +97,15 @@ def locked(directory: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def append_rows(path: str, values: dict, base: dict, columns: dict) -> None:
+def append_rows(path: str, values: dict, base: dict, columns: dict) -> list[dict]:
     """Append one record per row: `base` + the row's identity columns + its metric values.
 
     Args:
       values: metric name -> (R,) per-row values.
       columns: what identifies each row (`train.Rows.columns()`: seed, and swept values such as
         kl_budget), name -> (R,).
+    Returns:
+      The records appended, in row order (what the loggers of `config.log_to` receive).
     """
     rows = len(next(iter(columns.values())))
     records = []
@@ -110,6 +115,7 @@ def append_rows(path: str, values: dict, base: dict, columns: dict) -> None:
         record.update({name: float(v[row]) for name, v in values.items()})
         records.append(record)
     append_jsonl(path, records)
+    return records
 
 
 # ----------------------------------------------------------------------------------------------

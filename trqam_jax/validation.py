@@ -6,6 +6,7 @@ Every error is a `ConfigError` naming the field, the bad value and the fix.
 import math
 import os
 
+from trqam_jax import loggers
 from trqam_jax.agents import AGENTS
 
 
@@ -28,6 +29,7 @@ EXTENDING_FIELDS = frozenset(
         "generate_if_missing",
         "allow_config_change",
         "expect",
+        "log_to",
     }
 )
 
@@ -113,6 +115,7 @@ def check_run_config(config) -> None:
             "a run with bc_steps > 0, or a reference BC checkpoint params_<step>.pkl (or its "
             "directory)"
         )
+    _check_log_to(config.log_to)
     for name, (test, need) in _AGENT_RULES.items():
         if name in agent and not (_finite(agent[name]) and test(agent[name])):
             _fail(f"agent.{name}", agent[name], need)
@@ -129,6 +132,16 @@ def check_run_config(config) -> None:
                 f"1 to {MAX_LAYERS} positive widths",
                 "pass the tuple once: a flag given twice is concatenated by ml_collections",
             )
+
+
+def _check_log_to(value) -> None:
+    allowed = ", ".join(loggers.NAMES)
+    need = f'a comma-separated subset of {allowed} ("" = none)'
+    if not isinstance(value, str):
+        _fail("log_to", value, need)
+    unknown = [name for name in loggers.parse_log_to(value) if name not in loggers.NAMES]
+    if unknown:
+        _fail("log_to", value, need, f"unknown logger {', '.join(map(repr, unknown))}")
 
 
 def _finite(value) -> bool:
