@@ -35,19 +35,24 @@ def requirements(lines) -> dict[str, Requirement]:
 
 def test_pyproject_and_requirements_agree():
     meta = pyproject()
+    extras = meta["project"]["optional-dependencies"]
     runtime = requirements(meta["project"]["dependencies"])
-    dev = requirements(meta["project"]["optional-dependencies"]["dev"])
+    # Extras other than dev (the loggers of config.log_to) are runtime packages a user opts into.
+    optional = requirements([r for extra, reqs in extras.items() if extra != "dev" for r in reqs])
+    dev = requirements(extras["dev"])
     backend = requirements(meta["build-system"]["requires"])
     with open(os.path.join(REPO, "requirements.txt")) as f:
         pinned = requirements(f)
 
-    assert not runtime.keys() & dev.keys(), "a package is both a runtime dependency and a dev tool"
+    used = runtime.keys() | optional.keys()
+    assert not used & dev.keys(), "a package is both a runtime dependency and a dev tool"
+    assert not runtime.keys() & optional.keys(), "a package is both required and optional"
     # Every runtime requirement of requirements.txt is a dependency of pyproject and vice versa.
-    assert pinned.keys() - dev.keys() - backend.keys() == runtime.keys()
+    assert pinned.keys() - dev.keys() - backend.keys() == used
     assert dev.keys() | backend.keys() <= pinned.keys()
     for name, pin in pinned.items():
         (version,) = (spec.version for spec in pin.specifier if spec.operator == "==")
-        for declared in (runtime, dev, backend):
+        for declared in (runtime, optional, dev, backend):
             if name in declared:
                 assert declared[name].specifier.contains(version), (name, version)
 
