@@ -170,7 +170,8 @@ def is_run_dir(path: str) -> bool:
 
 
 def expand_run_dirs(paths: Sequence[str]) -> list[str]:
-    """Run directories named by `paths`; a directory of run directories (a sweep) is expanded.
+    """Run directories named by `paths`; a directory of run directories (a sweep) is expanded,
+    and so are its directories of part runs (`<program>/part<i>`, docs/sweep.md).
 
     Raises RunDirError naming the path when it is neither.
     """
@@ -179,14 +180,12 @@ def expand_run_dirs(paths: Sequence[str]) -> list[str]:
         if not os.path.isdir(p):
             raise RunDirError(
                 f"{p}: not a directory. Pass run directories written by `python -m experiments.run`"
-                f" (each holds {CONFIG_FILE}, {PROVENANCE_FILE}, {EVAL_FILE})."
+                f" (each holds {CONFIG_FILE}, {PROVENANCE_FILE}, {EVAL_FILE}) or a sweep root."
             )
         if is_run_dir(p):
             out.append(p)
             continue
-        children = sorted(
-            os.path.join(p, c) for c in os.listdir(p) if is_run_dir(os.path.join(p, c))
-        )
+        children = _run_dirs_below(p, depth=2)
         if not children:
             raise RunDirError(
                 f"{p}: not a run directory (no {CONFIG_FILE}) and holds no run directories. Pass"
@@ -194,6 +193,17 @@ def expand_run_dirs(paths: Sequence[str]) -> list[str]:
                 " or its parent sweep directory."
             )
         out.extend(children)
+    return out
+
+
+def _run_dirs_below(path: str, depth: int) -> list[str]:
+    """Run directories under `path` down to `depth` levels, not looking inside run directories."""
+    out = []
+    for child in sorted(os.path.join(path, c) for c in os.listdir(path)):
+        if is_run_dir(child):
+            out.append(child)
+        elif depth > 1 and os.path.isdir(child):
+            out.extend(_run_dirs_below(child, depth - 1))
     return out
 
 
@@ -267,7 +277,9 @@ def load_run(path: str) -> Run:
         raise RunDirError(f"{config_path}: {e}") from e
     provenance = read_json(os.path.join(path, PROVENANCE_FILE))
     eval_path = os.path.join(path, EVAL_FILE)
-    evals = read_jsonl(eval_path, required=True)
+    # A run may have no evaluation (BC only, evaluation off, not evaluated yet): the report
+    # marks such runs instead of refusing them.
+    evals = read_jsonl(eval_path, required=False)
     for i, r in enumerate(evals, start=1):
         missing = [k for k in ("step", "seed", "success") if k not in r]
         if missing:

@@ -56,16 +56,23 @@ def bootstrap_band(
     return mean, lo, hi
 
 
+def online_boundary(offline_end: int, final_step: int) -> int | None:
+    """The step where a run's online stage starts, None when it has none (or no offline one)."""
+    return offline_end if final_step > offline_end > 0 else None
+
+
 def train_series(runs: Sequence[Run], key: str) -> list[dict]:
     """One series per (run, task, seed, kl_budget) of a train_metrics.jsonl field.
 
-    Returns dicts: label, domain, task, seed, kl_budget, steps (int [N]), values (float [N]).
+    Returns dicts: label, domain, task, seed, kl_budget, steps (int [N]), values (float [N]),
+    boundary (the run's offline -> online step, None when it has no online stage).
     BC-stage lines are skipped (their step axis is separate). Empty when nobody logs `key`.
     """
     swept = swept_agents(runs)
     out = []
     for run in runs:
         domain, task = domain_and_task(run.env_name)
+        boundary = online_boundary(run.offline_end, run.final_step)
         groups: dict[tuple, list[tuple[int, float]]] = {}
         for r in run.train:
             if r.get("stage") == "bc" or key not in r or r[key] is None:
@@ -87,6 +94,7 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
                     kl_budget=kl,
                     steps=np.array([p[0] for p in pts], dtype=np.int64),
                     values=np.array([_to_float(p[1]) for p in pts], dtype=np.float64),
+                    boundary=boundary,
                 )
             )
     return out

@@ -1,7 +1,10 @@
 """Figures for the report (matplotlib, Agg backend: no display needed).
 
-Each function takes the records, runs and series of trqam_jax.report and writes one PNG, returning
-its path. Figures carry titles, axis labels with units and legends so they read on their own.
+Each `plot_*` function takes the records or runs of trqam_jax.report and writes PNGs, returning
+their paths; the `*_figure` functions build the figures they save (tests read them). Figures carry
+titles, axis labels with units and legends so they read on their own. The offline -> online
+boundary is drawn only on the panels of runs that have an online stage, and named after the rows
+it belongs to when not every row of the panel has it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trqam_jax.report.curves import bootstrap_band, success_curve, train_series  # noqa: E402
+from trqam_jax.report.curves import (  # noqa: E402
+    bootstrap_band,
+    online_boundary,
+    success_curve,
+    train_series,
+)
 from trqam_jax.report.records import order_domains  # noqa: E402
 from trqam_jax.run_dir import Run  # noqa: E402
 
@@ -28,20 +36,12 @@ def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def _boundaries(records: Sequence[dict]) -> list[int]:
-    return sorted({r["offline_end"] for r in records if r["offline_end"] > 0})
-
-
-def _mark_boundary(ax, steps: Sequence[int], first: bool) -> None:
-    for b in steps:
-        ax.axvline(
-            b,
-            color="k",
-            ls=":",
-            lw=1.2,
-            label="offline → online boundary" if first else None,
-        )
-        first = False
+def _mark_boundaries(ax, boundaries: dict[int, set[str]], labels: set[str]) -> None:
+    """Dotted line per boundary step; its legend names the rows it belongs to unless every row
+    of the panel (`labels`) shares it."""
+    for step, owners in sorted(boundaries.items()):
+        whose = "" if owners >= labels else f" ({', '.join(sorted(owners))})"
+        ax.axvline(step, color="k", ls=":", lw=1.2, label=f"offline → online{whose}")
 
 
 def _suptitle(fig, text: str) -> None:
@@ -68,13 +68,54 @@ def _symlog_ticks(ax, values: np.ndarray) -> None:
     ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
+def _log_ticks(ax, values: np.ndarray) -> None:
+    """Log axis labelled at a few decades when positive values span one or more; otherwise a
+    linear axis with at most 6 plain labels (a log axis over less than a decade has no decade
+    to label, and labelling its minor ticks crowds them into each other)."""
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() > 0 and finite.max() >= 10 * finite.min():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=6))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        return
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter(useOffset=False))
+
+
+# Seeds: one line style each (then a marker per group of four), colours are tasks.
+_SEED_STYLES = ("-", "--", ":", "-.")
+_SEED_MARKERS = (None, "o", "s", "^", "v", "D")
+
+
+def seed_style(seed: int) -> dict:
+    """Line style and marker that tell seed `seed` apart from the others of its task."""
+    n = len(_SEED_STYLES)
+    return dict(ls=_SEED_STYLES[seed % n], marker=_SEED_MARKERS[(seed // n) % len(_SEED_MARKERS)])
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def plot_success_curves(
-    records: Sequence[dict], out_path: str, reps: int = 1000, seed: int = 0
-) -> str:
+def _save(fig, out_path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=90)
+    plt.close(fig)
+    return out_path
+
+
+def success_boundaries(records: Sequence[dict], domain: str) -> dict[int, set[str]]:
+    """{boundary step: labels} of the domain's records whose runs have an online stage."""
+    out: dict[int, set[str]] = {}
+    for r in records:
+        step = online_boundary(r["offline_end"], r["final_step"])
+        if r["domain"] == domain and step is not None:
+            out.setdefault(step, set()).add(r["label"])
+    return out
+
+
+def success_figure(records: Sequence[dict], reps: int = 1000, seed: int = 0):
     """Success rate (%) vs fine-tuning step, one panel per domain, one line per table row.
 
     records: see report.records.eval_records. Band: 95% percentile bootstrap CI over seeds of the
@@ -85,18 +126,19 @@ def plot_success_curves(
     colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
     nr, nc = _grid(len(domains))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr), squeeze=False)
-    bounds = _boundaries(records)
     for k, domain in enumerate(domains):
         ax = axes[k // nc][k % nc]
+        present = set()
         for lab in labels:
             steps, per_seed = success_curve(records, lab, domain)
             if steps.size == 0:
                 continue
+            present.add(lab)
             mean, lo, hi = bootstrap_band(per_seed, reps=reps, seed=seed)
             n = int(np.max(np.sum(~np.isnan(per_seed), axis=0)))
             ax.plot(steps, 100 * mean, color=colors[lab], marker="o", ms=3, label=f"{lab} (n={n})")
             ax.fill_between(steps, 100 * lo, 100 * hi, color=colors[lab], alpha=0.2, lw=0)
-        _mark_boundary(ax, bounds, first=True)
+        _mark_boundaries(ax, success_boundaries(records, domain), present)
         ax.set_title(domain, fontsize=10)
         ax.set_xlabel("fine-tuning gradient steps")
         ax.set_ylabel("success rate (%)")
@@ -110,22 +152,25 @@ def plot_success_curves(
         "Evaluation success vs training steps (mean over tasks per seed; line = mean over seeds,"
         " band = 95% bootstrap CI over seeds, n = seeds)",
     )
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=90)
-    plt.close(fig)
-    return out_path
+    return fig
 
 
-def _series_panels(
+def plot_success_curves(
+    records: Sequence[dict], out_path: str, reps: int = 1000, seed: int = 0
+) -> str:
+    """`success_figure` saved to `out_path`; returns the path."""
+    return _save(success_figure(records, reps=reps, seed=seed), out_path)
+
+
+def series_figure(
     series_by_key: dict[str, list[dict]],
     title: str,
     ylabels: dict[str, str],
-    out_path: str,
     scale: dict[str, str],
     budget_key: str | None = None,
-    boundaries: Sequence[int] = (),
-) -> str:
-    """Rows = metric keys, columns = domains; thin line per (task, seed), colour per task."""
+):
+    """Rows = metric keys, columns = domains; a line per (task, seed): colour = task, line style
+    = seed (`seed_style`). Series: see curves.train_series."""
     keys = [k for k in series_by_key if series_by_key[k]]
     domains = order_domains(s["domain"] for k in keys for s in series_by_key[k])
     fig, axes = plt.subplots(
@@ -133,102 +178,123 @@ def _series_panels(
     )
     for i, key in enumerate(keys):
         for j, domain in enumerate(domains):
-            ax = axes[i][j]
-            seen_tasks, budgets, flagged = set(), set(), False
-            values = [s["values"] for s in series_by_key[key] if s["domain"] == domain]
-            for s in series_by_key[key]:
-                if s["domain"] != domain:
-                    continue
-                bad = ~np.isfinite(s["values"])
-                if bad.any():
-                    # NaN/inf leave no line: mark where the series stopped being finite.
-                    ax.plot(
-                        s["steps"][np.argmax(bad)],
-                        0.97,
-                        "rX",
-                        ms=9,
-                        transform=ax.get_xaxis_transform(),
-                        label=None if flagged else "non-finite from here (collapse)",
-                    )
-                    flagged = True
-                color = plt.cm.tab10((s["task"] - 1) % 10)
-                lab = f"task{s['task']}" if s["task"] not in seen_tasks else None
-                seen_tasks.add(s["task"])
-                ax.plot(s["steps"], s["values"], color=color, lw=0.9, alpha=0.8, label=lab)
-                if s["kl_budget"] is not None:
-                    budgets.add(s["kl_budget"])
-            if key == budget_key:
-                for b in sorted(budgets):
-                    ax.axhline(b, color="r", ls="--", lw=1.2, label=f"budget ε={b:g}")
-            _mark_boundary(ax, boundaries, first=True)
-            if scale.get(key) == "log":
-                ax.set_yscale("log")
-                # Plain numbers instead of 1.2x10^-1 mantissa labels on short log ranges.
-                fmt = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-                ax.yaxis.set_major_formatter(fmt)
-                ax.yaxis.set_minor_formatter(fmt)
-            elif scale.get(key) == "symlog" and values:
-                _symlog_ticks(ax, np.concatenate(values))
-            ax.set_title(f"{domain}", fontsize=10)
-            ax.set_xlabel("fine-tuning gradient steps")
-            ax.set_ylabel(ylabels[key])
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="best")
+            panel = [s for s in series_by_key[key] if s["domain"] == domain]
+            _series_panel(axes[i][j], panel, key == budget_key, scale.get(key))
+            axes[i][j].set_title(f"{domain}", fontsize=10)
+            axes[i][j].set_ylabel(ylabels[key])
     _suptitle(fig, title)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=90)
-    plt.close(fig)
-    return out_path
+    return fig
 
 
-def _per_label_panels(runs, out_dir, prefix, ylabels, title, **panel_kwargs) -> list[str]:
-    """One figure per row label with a panel per metric of `ylabels` ({metric: y label}).
+def _series_panel(ax, panel: Sequence[dict], budget: bool, scale: str | None) -> None:
+    tasks, seeds, budgets, flagged = set(), set(), set(), False
+    for s in panel:
+        bad = ~np.isfinite(s["values"])
+        if bad.any():
+            # NaN/inf leave no line: mark where the series stopped being finite.
+            ax.plot(
+                s["steps"][np.argmax(bad)],
+                0.97,
+                "rX",
+                ms=9,
+                transform=ax.get_xaxis_transform(),
+                label=None if flagged else "non-finite from here (collapse)",
+            )
+            flagged = True
+        color = plt.cm.tab10((s["task"] - 1) % 10)
+        lab = f"task{s['task']}" if s["task"] not in tasks else None
+        tasks.add(s["task"])
+        seeds.add(s["seed"])
+        every = max(1, len(s["steps"]) // 6)
+        style = seed_style(s["seed"])
+        ax.plot(s["steps"], s["values"], color=color, lw=0.9, alpha=0.8, label=lab,
+                ms=3, markevery=every, **style)  # fmt: skip
+        if s["kl_budget"] is not None:
+            budgets.add(s["kl_budget"])
+    for seed in sorted(seeds):  # legend entries for the line styles, in grey
+        ax.plot([], [], color="0.4", lw=0.9, ms=3, label=f"seed {seed}", **seed_style(seed))
+    if budget:
+        for b in sorted(budgets):
+            ax.axhline(b, color="r", ls="--", lw=1.2, label=f"budget ε={b:g}")
+    boundaries: dict[int, set[str]] = {}
+    for s in panel:
+        if s["boundary"] is not None:
+            boundaries.setdefault(s["boundary"], set()).add(s["label"])
+    _mark_boundaries(ax, boundaries, {s["label"] for s in panel})
+    values = np.concatenate([s["values"] for s in panel]) if panel else np.zeros(0)
+    if scale == "log":
+        _log_ticks(ax, values)
+    elif scale == "symlog":
+        _symlog_ticks(ax, values)
+    ax.set_xlabel("fine-tuning gradient steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", ncol=2 if len(seeds) > 4 else 1)
 
-    `title` is formatted with the label; `panel_kwargs` go to `_series_panels`.
+
+def _per_label_figures(runs, out_dir, prefix, keys, texts, **panel_kwargs) -> list[str]:
+    """One figure per row label with a panel per metric of `keys` (train_metrics fields).
+
+    `texts(label, series)` returns (title, {key: y label}) for the label; `panel_kwargs` go to
+    `series_figure`.
     """
-    series = {key: train_series(runs, key) for key in ylabels}
-    bounds = sorted({r.offline_end for r in runs if r.offline_end > 0})
+    series = {key: train_series(runs, key) for key in keys}
     paths = []
     for label in sorted({s["label"] for values in series.values() for s in values}):
+        mine = {key: [s for s in values if s["label"] == label] for key, values in series.items()}
+        title, labels = texts(label, mine)
         path = os.path.join(out_dir, f"{prefix}_{_safe(label)}.png")
-        _series_panels(
-            {key: [s for s in values if s["label"] == label] for key, values in series.items()},
-            title.format(label=label),
-            ylabels,
-            path,
-            boundaries=bounds,
-            **panel_kwargs,
-        )
-        paths.append(path)
+        paths.append(_save(series_figure(mine, title, labels, **panel_kwargs), path))
     return paths
 
 
-def plot_dual(runs: Sequence[Run], out_dir: str) -> list[str]:
-    """Per row with a trust region: kl_ema against its budget ε, and λ, over training."""
-    return _per_label_panels(
+def kl_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[str, str]]:
+    """Title and y labels of a row's KL figure. Trust-region wording only for rows with a budget
+    (TRQAM); for the others (QAM: λ = 1/β is fixed) it would describe a mechanism they lack."""
+    if any(s["kl_budget"] is not None for values in series.values() for s in values):
+        return (
+            f"{label}: trust region over training (one line per task x seed; kl_ema should"
+            " settle at or below the dashed budget ε, λ rises while it is exceeded)",
+            {"kl_ema": "kl_ema (nats per action, D̂/H)", "lambda": "λ (dual variable, unitless)"},
+        )
+    return (
+        f"{label}: KL of the fine-tuned policy to the BC policy over training (one line per"
+        " task x seed; kl_ema is a diagnostic, λ = 1/β is a fixed temperature)",
+        {"kl_ema": "kl_ema (nats per action, D̂/H)", "lambda": "λ = 1/β (fixed, unitless)"},
+    )
+
+
+def plot_kl(runs: Sequence[Run], out_dir: str) -> list[str]:
+    """Per row that logs them: kl_ema (against its budget ε where it has one) and λ."""
+    return _per_label_figures(
         runs,
         out_dir,
-        "dual",
-        {"kl_ema": "kl_ema (nats per action, D̂/H)", "lambda": "λ (dual variable, unitless)"},
-        "{label}: trust region over training (one line per task x seed; kl_ema should"
-        " settle at or below the dashed budget ε, λ rises while it is exceeded)",
+        "kl",
+        ("kl_ema", "lambda"),
+        kl_texts,
         scale={"lambda": "log"},
         budget_key="kl_ema",
     )
 
 
-def plot_critic(runs: Sequence[Run], out_dir: str) -> list[str]:
-    """Per row: critic loss and Q scale (q_mean) over training; a collapse shows as a blow-up."""
-    return _per_label_panels(
-        runs,
-        out_dir,
-        "critic",
+def critic_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[str, str]]:
+    return (
+        f"{label}: critic health (one line per task x seed; log / symmetric-log scales; a"
+        " collapse shows as a loss blow-up, Q running away from the reward scale, or a red"
+        " X where values become NaN/inf)",
         {
             "critic_loss": "critic TD loss (squared return units)",
             "q_mean": "mean Q on the batch (return units)",
         },
-        "{label}: critic health (one line per task x seed; log / symmetric-log scales; a"
-        " collapse shows as a loss blow-up, Q running away from the reward scale, or a red"
-        " X where values become NaN/inf)",
+    )
+
+
+def plot_critic(runs: Sequence[Run], out_dir: str) -> list[str]:
+    """Per row: critic loss and Q scale (q_mean) over training; a collapse shows as a blow-up."""
+    return _per_label_figures(
+        runs,
+        out_dir,
+        "critic",
+        ("critic_loss", "q_mean"),
+        critic_texts,
         scale={"critic_loss": "log", "q_mean": "symlog"},
     )

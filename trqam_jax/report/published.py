@@ -83,7 +83,12 @@ def published_phase(chosen: Sequence[dict], at: str, step: int | None) -> str | 
 
     `offline_end`/`final` when requested, or when every chosen evaluation sits exactly at that
     point of its run; None otherwise (then published rows would compare different budgets).
+    The final step of runs without an online stage is their offline end: `final` of such runs
+    only is compared with the offline-end numbers, never with offline-to-online ones.
     """
+    offline_only = bool(chosen) and all(r["final_step"] == r["offline_end"] for r in chosen)
+    if step is None and at == "final" and offline_only:
+        return "offline_end"
     if step is None and at in ("offline_end", "final"):
         return at
     if chosen and all(r["step"] == r["offline_end"] for r in chosen):

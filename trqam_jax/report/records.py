@@ -200,6 +200,16 @@ def select_scores(
     return scores, chosen, missing
 
 
+def offline_only_labels(chosen: Sequence[dict]) -> set[str]:
+    """Labels whose every chosen evaluation is of a run without an online stage (its final step
+    is its offline end): beside published offline-to-online numbers they must say so."""
+    labels: dict[str, bool] = {}
+    for r in chosen:
+        offline = r["final_step"] == r["offline_end"]
+        labels[r["label"]] = labels.get(r["label"], True) and offline
+    return {label for label, offline in labels.items() if offline}
+
+
 def _sort_key(key: tuple) -> tuple:
     label, domain, task, seed = key
     return (label, _domain_order(domain), domain, task, seed)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from trqam_jax.report.aggregates import RobustRow
 from trqam_jax.report.render import Bullets, Images, Section, Table
+from trqam_jax.report.runs import Mark
 from trqam_jax.report.tables import (
     DOMAIN_CODES,
     GEN_MARK,
+    OFFLINE_MARK,
     PARTIAL_MARK,
     RowSummary,
     table_lines,
@@ -18,16 +20,35 @@ from trqam_jax.run_dir import Run
 TITLE = "Results report"
 
 
-def overview(runs: Sequence[Run], chosen: Sequence[dict], at: str, step: int | None) -> Section:
-    """Which runs, and which evaluation step the table is at."""
-    used = sorted({r["step"] for r in chosen})
-    at_text = f"step {step}" if step is not None else at
-    step_text = f"{used[0]}" if len(used) == 1 else f"{used[0]}..{used[-1]} (they differ!)"
-    text = (
-        f"Runs: {len(runs)} run directories; table at `{at_text}`; evaluation steps used:"
-        f" {step_text}."
-    )
-    return Section(None, [text], terminal=True)
+def overview(
+    runs: Sequence[Run], chosen: Sequence[dict], marks: Sequence[Mark], at: str, step: int | None
+) -> Section:
+    """Which runs, how many are in the table, and which evaluation step the table is at."""
+    tabulated = len({r["path"] for r in chosen})
+    text = f"Runs: {len(runs)} run directories, {tabulated} in the table"
+    if marks:
+        text += f", {len(marks)} marked (see `Marked runs`)"
+    if chosen:
+        used = sorted({r["step"] for r in chosen})
+        at_text = f"step {step}" if step is not None else at
+        step_text = f"{used[0]}" if len(used) == 1 else f"{used[0]}..{used[-1]} (they differ!)"
+        text += f"; table at `{at_text}`; evaluation steps used: {step_text}"
+    return Section(None, [text + "."], terminal=True)
+
+
+def no_table() -> Section:
+    """In place of the table when no run has fine-tuning evaluations."""
+    text = "No run has fine-tuning evaluations to tabulate; `Marked runs` says why for each."
+    return Section("Table", [text], terminal=True)
+
+
+def marked(marks: Sequence[Mark]) -> Section:
+    """Every run not shown in full: its status, why, and what of it the report shows."""
+    if not marks:
+        return Section("Marked runs", ["None: every run finished and is in the table."])
+    lines = [["run directory", "status", "why", "shown"]]
+    lines += [[f"`{m.path}`", m.status, m.reason, m.shown] for m in marks]
+    return Section("Marked runs", [Table(lines)], terminal=True)
 
 
 def table(
@@ -37,6 +58,7 @@ def table(
     phase: str | None,
     holes: Sequence[str],
     ddof: int,
+    offline_only: Collection[str] = (),
 ) -> Section:
     """The papers' table and its footnotes (how cells are computed, marks, sources)."""
     foot = [
@@ -58,6 +80,14 @@ def table(
         )
     if holes:
         foot.append(f"{PARTIAL_MARK} partial: tasks or seeds are missing (see `Missing` below).")
+    if offline_only:
+        foot.append(
+            f"{OFFLINE_MARK} offline only: these runs have no online stage, so their final step"
+            " is the offline end; the published rows beside them are after online fine-tuning"
+            " (offline-to-online) and not comparable: "
+            + ", ".join(sorted(offline_only))
+            + ". Pass `--at offline_end` to compare offline numbers."
+        )
     if pub:
         srcs = sorted({p["source"] for p in pub})
         foot.append("Published rows (" + str(phase) + "), sources: " + "; ".join(srcs) + ".")
@@ -67,7 +97,9 @@ def table(
             " at the final step. Pass `--at offline_end` or `--at final` to compare."
         )
     return Section(
-        "Table", [Table(table_lines(rows, domains, pub, phase)), Bullets(foot)], terminal=True
+        "Table",
+        [Table(table_lines(rows, domains, pub, phase, offline_only)), Bullets(foot)],
+        terminal=True,
     )
 
 

@@ -7,7 +7,7 @@ rows out (with published rows) for table.md and table.csv; `partial_report` list
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from trqam_jax.report.records import ALL, order_domains
 DOMAIN_CODES: dict[str, str] = dict(PAPER_DOMAIN_CODES)  # column headers
 GEN_MARK = "*"  # computed on locally generated data
 PARTIAL_MARK = "†"  # a task or seed is missing
+OFFLINE_MARK = "‡"  # no online stage, beside published offline-to-online (final) numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +181,17 @@ def fmt_cell(mean: float | None, std: float | None, scale: float = 100.0) -> str
 
 
 def table_lines(
-    rows: Sequence[RowSummary], domains: Sequence[str], pub: Sequence[dict], phase: str | None
+    rows: Sequence[RowSummary],
+    domains: Sequence[str],
+    pub: Sequence[dict],
+    phase: str | None,
+    offline_only: Collection[str] = (),
 ) -> list[list[str]]:
-    """The table as a list of string rows (header first): method, source, domains..., all."""
+    """The table as a list of string rows (header first): method, source, domains..., all.
+
+    offline_only: labels of runs without an online stage, marked OFFLINE_MARK (the caller passes
+    them when the published rows are offline-to-online numbers).
+    """
     header = ["method", "source"] + [DOMAIN_CODES.get(d, d) for d in domains] + [ALL]
     out = [header]
     for row in rows:
@@ -203,6 +212,9 @@ def table_lines(
             all_c += " " + PARTIAL_MARK
         name = row.label + (f" {GEN_MARK}" if row.generated_domains else "")
         source = "this repo (generated data)" if row.generated_domains else "this repo"
+        if row.label in offline_only:
+            name += f" {OFFLINE_MARK}"
+            source += ", offline only"
         out.append([name, source] + cells + [all_c])
     for p in pub:
         cells = [_fmt_pub(p["cells"].get(d)) for d in domains]
@@ -221,9 +233,16 @@ def _fmt_pub(cell: tuple[float, float | None] | None) -> str:
 
 
 def csv_records(
-    rows: Sequence[RowSummary], domains: Sequence[str], pub: Sequence[dict], phase: str | None
+    rows: Sequence[RowSummary],
+    domains: Sequence[str],
+    pub: Sequence[dict],
+    phase: str | None,
+    offline_only: Collection[str] = (),
 ) -> list[dict]:
-    """Long-format rows for table.csv (one per method x domain, `all` included); values in %."""
+    """Long-format rows for table.csv (one per method x domain, `all` included); values in %.
+
+    offline_only: as in `table_lines` (the `offline_only` column).
+    """
     out = []
     for row in rows:
         for d in list(domains) + [ALL]:
@@ -249,6 +268,7 @@ def csv_records(
                     partial=partial,
                     generated=d in row.generated_domains
                     or (d == ALL and bool(row.generated_domains)),
+                    offline_only=row.label in offline_only,
                 )
             )
     for p in pub:
@@ -268,6 +288,7 @@ def csv_records(
                     n_tasks=None,
                     partial=False,
                     generated=False,
+                    offline_only=False,
                 )
             )
     return out
@@ -284,4 +305,5 @@ CSV_FIELDS = (
     "n_tasks",
     "partial",
     "generated",
+    "offline_only",
 )
