@@ -29,8 +29,14 @@ def write_run(
     online_steps=50,
     train=(),
     kl_budgets=None,
+    summary=None,
+    **config,
 ):
-    """A run directory in the docs/run_directory.md format. evals: list of eval.jsonl dicts."""
+    """A run directory written with the launcher's own writers (trqam_jax/run_dir.py).
+
+    evals: eval.jsonl dicts (none: no eval.jsonl); summary: summary.json (None: none written);
+    config: further config.json fields.
+    """
     d = os.path.join(root, name)
     os.makedirs(os.path.join(d, "checkpoints"))
     cfg = dict(
@@ -40,19 +46,20 @@ def write_run(
         bc_steps=10,
         offline_steps=offline_steps,
         online_steps=online_steps,
+        **config,
     )
     if kl_budgets is not None:
         cfg["kl_budgets"] = kl_budgets
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f)
-    with open(os.path.join(d, "provenance.json"), "w") as f:
-        json.dump(dict(data_source=data_source, dataset_dir="/x", versions={}, devices=[]), f)
-    with open(os.path.join(d, "eval.jsonl"), "w") as f:
-        for e in evals:
-            f.write(json.dumps(dict(dict(stage="offline", episodes=50), **e)) + "\n")
-    with open(os.path.join(d, "train_metrics.jsonl"), "w") as f:
-        for t in train:
-            f.write(json.dumps(t) + "\n")
+    run_dir.write_json(os.path.join(d, run_dir.CONFIG_FILE), cfg)
+    provenance = dict(data_source=data_source, dataset_dir="/x", versions={}, devices=[])
+    run_dir.write_json(os.path.join(d, run_dir.PROVENANCE_FILE), provenance)
+    if evals:
+        rows = [dict(dict(stage="offline", episodes=50), **e) for e in evals]
+        run_dir.append_jsonl(os.path.join(d, run_dir.EVAL_FILE), rows)
+    if train:
+        run_dir.append_jsonl(os.path.join(d, run_dir.TRAIN_METRICS_FILE), list(train))
+    if summary is not None:
+        run_dir.write_json(os.path.join(d, run_dir.SUMMARY_FILE), summary)
     return d
 
 
@@ -301,25 +308,27 @@ def test_published_csvs_parse():
     assert all(np.isfinite(p["mean_pct"]) for p in pub)
 
 
-def test_bad_input_names_the_path(tmp_path, capsys):
-    with pytest.raises(run_dir.RunDirError, match="not a directory"):
-        run_dir.expand_run_dirs([str(tmp_path / "nope")])
+def test_bad_input_is_one_line_naming_the_path(tmp_path, capsys):
+    def error(*argv):
+        assert report.main([*argv, "--out", str(tmp_path / "o"), "--no-plots"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+        return err
+
+    assert f"{tmp_path / 'nope'}: not a directory" in error(str(tmp_path / "nope"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(run_dir.RunDirError, match=f"{empty}: not a run directory"):
-        run_dir.expand_run_dirs([str(empty)])
-    p = write_run(str(tmp_path), "r", "qam", env(A, 1), [])
-    with pytest.raises(run_dir.RunDirError, match="eval.jsonl: empty.*wait for its first"):
-        run_dir.load_run(p)
-    assert report.main([p, "--out", str(tmp_path / "o")]) == 2
-    assert f"{p}/eval.jsonl: empty" in capsys.readouterr().err
-    with open(os.path.join(p, "eval.jsonl"), "w") as f:
-        f.write('{"step": 1, "seed": 0, "success": 0.5}\n{"step": 2, "se')
-    with pytest.raises(run_dir.RunDirError, match=r"eval.jsonl:2: not valid JSON"):
-        run_dir.load_run(p)
+    assert f"{empty}: not a run directory" in error(str(empty))
+    p = write_run(str(tmp_path), "r", "qam", env(A, 1), [dict(step=1, seed=0, success=0.5)])
+    with open(os.path.join(p, "eval.jsonl"), "a") as f:
+        f.write('{"step": 2, "se\n')
+    assert f"{p}/eval.jsonl:2: not valid JSON" in error(p)
     os.remove(os.path.join(p, "provenance.json"))
-    with pytest.raises(run_dir.RunDirError, match=f"{p}/provenance.json: missing"):
-        run_dir.load_run(p)
+    assert f"{p}/provenance.json: missing" in error(p)
+    # --out is only implied for a single sweep root
+    q = write_run(str(tmp_path), "q", "qam", env(A, 1), [dict(step=1, seed=0, success=0.5)])
+    assert report.main([q, "--no-plots"]) == 2
+    assert "--out is needed" in capsys.readouterr().err
 
 
 def test_duplicate_seeds_across_runs_are_refused(tmp_path):
@@ -330,9 +339,13 @@ def test_duplicate_seeds_across_runs_are_refused(tmp_path):
         records.check_duplicates(records.eval_records(run_dir.load_runs([p, q])))
 
 
-def test_sweep_directory_is_expanded(tmp_path):
+def test_sweep_directory_is_expanded_with_its_parts(tmp_path):
     build_sweep(str(tmp_path))
-    assert len(run_dir.expand_run_dirs([str(tmp_path)])) == 10
+    parts = [
+        write_run(str(tmp_path / "qam-split"), f"part{i}", "qam", env(A, 1), []) for i in range(2)
+    ]
+    found = run_dir.expand_run_dirs([str(tmp_path)])
+    assert len(found) == 12 and set(parts) <= set(found)
 
 
 def _train(seeds, steps, budget, collapse_seed=None):
@@ -384,7 +397,7 @@ def test_plots_are_written_and_not_blank(tmp_path):
     out = tmp_path / "out"
     assert report.main([*paths, "--out", str(out), "--reps", "20"]) == 0
     pngs = sorted(os.listdir(out / "plots"))
-    assert pngs == ["critic_trqam.png", "dual_trqam.png", "success.png"]
+    assert pngs == ["critic_trqam.png", "kl_trqam.png", "success.png"]
     for name in pngs:
         img = mpimg.imread(out / "plots" / name)
         assert img.ndim == 3 and min(img.shape[:2]) > 200

@@ -231,20 +231,24 @@ def _series_panel(ax, panel: Sequence[dict], budget: bool, scale: str | None) ->
     ax.legend(fontsize=7, loc="best", ncol=2 if len(seeds) > 4 else 1)
 
 
-def _per_label_figures(runs, out_dir, prefix, keys, texts, **panel_kwargs) -> list[str]:
-    """One figure per row label with a panel per metric of `keys` (train_metrics fields).
-
-    `texts(label, series)` returns (title, {key: y label}) for the label; `panel_kwargs` go to
-    `series_figure`.
-    """
+def label_figures(runs: Sequence[Run], keys, texts, **panel_kwargs) -> dict:
+    """{row label: figure} with a panel per train_metrics field of `keys`, for every label that
+    logs one. `texts(label, series)` returns (title, {key: y label}); `panel_kwargs` go to
+    `series_figure`."""
     series = {key: train_series(runs, key) for key in keys}
-    paths = []
+    figures = {}
     for label in sorted({s["label"] for values in series.values() for s in values}):
         mine = {key: [s for s in values if s["label"] == label] for key, values in series.items()}
-        title, labels = texts(label, mine)
-        path = os.path.join(out_dir, f"{prefix}_{_safe(label)}.png")
-        paths.append(_save(series_figure(mine, title, labels, **panel_kwargs), path))
-    return paths
+        title, ylabels = texts(label, mine)
+        figures[label] = series_figure(mine, title, ylabels, **panel_kwargs)
+    return figures
+
+
+def _save_figures(figures: dict, out_dir: str, prefix: str) -> list[str]:
+    return [
+        _save(fig, os.path.join(out_dir, f"{prefix}_{_safe(label)}.png"))
+        for label, fig in figures.items()
+    ]
 
 
 def kl_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[str, str]]:
@@ -263,17 +267,15 @@ def kl_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[str, 
     )
 
 
-def plot_kl(runs: Sequence[Run], out_dir: str) -> list[str]:
+def kl_figures(runs: Sequence[Run]) -> dict:
     """Per row that logs them: kl_ema (against its budget ε where it has one) and λ."""
-    return _per_label_figures(
-        runs,
-        out_dir,
-        "kl",
-        ("kl_ema", "lambda"),
-        kl_texts,
-        scale={"lambda": "log"},
-        budget_key="kl_ema",
-    )
+    keys = ("kl_ema", "lambda")
+    return label_figures(runs, keys, kl_texts, scale={"lambda": "log"}, budget_key="kl_ema")
+
+
+def plot_kl(runs: Sequence[Run], out_dir: str) -> list[str]:
+    """`kl_figures` saved as kl_<row>.png in `out_dir`; returns their paths."""
+    return _save_figures(kl_figures(runs), out_dir, "kl")
 
 
 def critic_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[str, str]]:
@@ -288,13 +290,12 @@ def critic_texts(label: str, series: dict[str, list[dict]]) -> tuple[str, dict[s
     )
 
 
-def plot_critic(runs: Sequence[Run], out_dir: str) -> list[str]:
+def critic_figures(runs: Sequence[Run]) -> dict:
     """Per row: critic loss and Q scale (q_mean) over training; a collapse shows as a blow-up."""
-    return _per_label_figures(
-        runs,
-        out_dir,
-        "critic",
-        ("critic_loss", "q_mean"),
-        critic_texts,
-        scale={"critic_loss": "log", "q_mean": "symlog"},
-    )
+    keys = ("critic_loss", "q_mean")
+    return label_figures(runs, keys, critic_texts, scale={"critic_loss": "log", "q_mean": "symlog"})
+
+
+def plot_critic(runs: Sequence[Run], out_dir: str) -> list[str]:
+    """`critic_figures` saved as critic_<row>.png in `out_dir`; returns their paths."""
+    return _save_figures(critic_figures(runs), out_dir, "critic")
