@@ -75,7 +75,10 @@ def _log_ticks(ax, values: np.ndarray) -> None:
     finite = values[np.isfinite(values)]
     if finite.size and finite.min() > 0 and finite.max() >= 10 * finite.min():
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, numticks=6))
+        # Over fewer than three decades, 1-2-5 per decade, so that more than one label shows.
+        few = finite.max() < 1000 * finite.min()
+        subs = (1.0, 2.0, 5.0) if few else (1.0,)
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs, numticks=6))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         return
