@@ -66,14 +66,11 @@ def write_report(
     records.check_duplicates(recs_all)
     recs = [r for r in recs_all if r["path"] not in diverged]
     os.makedirs(out, exist_ok=True)
-    files: list[str] = []
-    chosen: list[dict] = []
+    table_sections, chosen, files = [sections.no_table()], [], []
     if recs:
-        table_sections, chosen = _table_sections(
-            loaded, recs, out, files, at, step, reps, ci, seed, ddof, published_methods
+        table_sections, chosen, files = _table_sections(
+            loaded, recs, out, at, step, reps, ci, seed, ddof, published_methods
         )
-    else:
-        table_sections = [sections.no_table()]
     collapse = []
     for key in ("critic_loss", "q_mean"):
         collapse += curves.collapse_report(curves.train_series(loaded, key), key)
@@ -101,8 +98,9 @@ def write_report(
     )
 
 
-def _table_sections(loaded, recs, out, files, at, step, reps, ci, seed, ddof, methods):
-    """The table, robust aggregates and holes; writes table.md, table.csv, robust.csv."""
+def _table_sections(loaded, recs, out, at, step, reps, ci, seed, ddof, methods):
+    """(the table, robust aggregates and holes sections, the chosen records, the files written:
+    table.md, table.csv, robust.csv)."""
     scores, chosen, step_missing = records.select_scores(recs, at, step)
     if not scores:
         raise records.ReportError(
@@ -135,9 +133,9 @@ def _table_sections(loaded, recs, out, files, at, step, reps, ci, seed, ddof, me
     table_md = os.path.join(out, "table.md")
     with open(table_md, "w") as f:
         f.write(render.render_blocks(table.blocks) + "\n")
-    files += [table_md, table_csv, robust_csv]
     robust_section = sections.robust(robust, robust_notes, backend, ci, reps)
-    return [table, robust_section, sections.missing(holes)], chosen
+    files = [table_md, table_csv, robust_csv]
+    return [table, robust_section, sections.missing(holes)], chosen, files
 
 
 def _plots(loaded, recs_all, out: str, reps: int) -> list[str]:

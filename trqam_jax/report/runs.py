@@ -148,34 +148,36 @@ def has_evaluations(run: Run) -> bool:
     return any(r.get("stage") != "bc" for r in run.evals)
 
 
+def _kind(run: Run, evaluated: bool) -> tuple[str, str]:
+    """(status, description) from what the run is, before how it ended."""
+    if is_bc_only(run):
+        return BC_ONLY, "BC pretraining only: no fine-tuning stage, nothing to evaluate"
+    if int(run.config.get("eval_episodes", 1)) == 0:
+        return EVAL_OFF, "evaluation off (eval_episodes = 0)"
+    if not evaluated:
+        return NO_EVAL, "no fine-tuning evaluation yet"
+    last = max(int(r["step"]) for r in run.evals if r.get("stage") != "bc")
+    return STOPPED, f"evaluated up to step {last}"
+
+
 def mark(run: Run) -> Mark | None:
     """The run's mark, or None for a finished run with evaluations (shown in full)."""
-    diverged = divergence(run)
+    diverged, evaluated, done = divergence(run), has_evaluations(run), finished(run)
+    if evaluated and done and diverged is None:
+        return None
+    status, what = _kind(run, evaluated)
     if diverged is not None:
         step, stage, metric = diverged
-        state = f"diverged at step {step} ({stage}: {metric} non-finite)"
-    elif finished(run):
+        status, state = DIVERGED, f"diverged at step {step} ({stage}: {metric} non-finite)"
+    elif done:
         state = "finished"
     else:
         state = f"stopped or still running: no summary.json for these steps, {_progress(run)}"
-    evaluated = has_evaluations(run)
-    if evaluated and diverged is None and state == "finished":
-        return None
-    if is_bc_only(run):
-        status, what = BC_ONLY, "BC pretraining only: no fine-tuning stage, nothing to evaluate"
-    elif int(run.config.get("eval_episodes", 1)) == 0:
-        status, what = EVAL_OFF, "evaluation off (eval_episodes = 0)"
-    elif not evaluated:
-        status, what = NO_EVAL, "no fine-tuning evaluation yet"
-    else:
-        last = max(int(r["step"]) for r in run.evals if r.get("stage") != "bc")
-        status, what = STOPPED, f"evaluated up to step {last}"
-    if diverged is not None:
-        status = DIVERGED
-    if not evaluated:
-        shown = SHOWN_TRAINING if any(r.get("stage") != "bc" for r in run.train) else SHOWN_NOTHING
-    else:
+    if evaluated:
         shown = SHOWN_CURVES if diverged is not None else SHOWN_TABLE
+    else:
+        trained = any(r.get("stage") != "bc" for r in run.train)
+        shown = SHOWN_TRAINING if trained else SHOWN_NOTHING
     return Mark(run.path, status, f"{what}; {state}", shown)
 
 
