@@ -107,10 +107,14 @@ def build_root(root):
 
 def test_sweep_root_renders_what_it_can_and_marks_the_rest(tmp_path, capsys):
     root = build_root(str(tmp_path / "root"))
-    assert report.main([root, "--reps", "10", "--no-plots"]) == 0
+    assert report.main([root, "--reps", "10"]) == 0
     out = capsys.readouterr().out
     md = _read(root, "report", "report.md")
     assert "## Marked runs" in out  # printed at the terminal too
+    # the diverged run's training is drawn (red X at the NaN), and so is the eval-off run's
+    plots_md = md.split("## Plots")[1]
+    for name in ("critic_ifql.png", "critic_fql.png", "success.png"):
+        assert f"](plots/{name})" in plots_md and os.path.isfile(f"{root}/report/plots/{name}")
 
     written = build.write_report([root], str(tmp_path / "out"), reps=10, plots=False)
     marks = {os.path.relpath(m.path, root): m for m in written.marks}
