@@ -100,7 +100,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_data
         ("eval_episodes", -1, "eval_episodes=-1: must be >= 0"),
         ("agent.discount", 1.5, r"agent.discount=1.5: must be in \(0, 1\]"),
         ("agent.discount", 0.0, r"agent.discount=0.0: must be in \(0, 1\]"),
-        ("agent.actor_hidden_dims", (16,) * 10, "pass the tuple once"),
+        ("agent.actor_hidden_dims", (16,) * 10, r"1 to 8 positive widths; e.g. '\(512"),
     ],
 )
 def test_bad_numbers_are_refused_before_any_work(tiny_dataset_dir, tmp_path, field, value, match):
