@@ -143,7 +143,8 @@ def check_command_line(argv: list[str]) -> tuple[list[str], list[str]]:
         elif match := _OVERRIDE.match(arg):
             field = match.group(2)
             takes_value = not match.group(1) and not match.group(3)
-            if takes_value and i + 1 < end and not argv[i + 1].startswith("-"):
+            following = argv[i + 1] if i + 1 < end else "-"
+            if takes_value and (not following.startswith("-") or following[1:2].isdigit()):
                 value, i = argv[i + 1], i + 1  # `--config.X VALUE`, unless X is a bool (below)
             overrides.setdefault(field, []).append((arg, value))
         else:

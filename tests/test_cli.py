@@ -60,6 +60,8 @@ def test_the_last_override_wins_and_says_so():
         "--config.agent.actor_hidden_dims=(4,4)",
         "--config.generate_if_missing",
         "--noconfig.generate_if_missing",
+        "--config.seed",
+        "-1",
     )
     assert argv[1].startswith("--config=") and argv[1].endswith("configs/qam.py:scene-play")
     assert argv[2:] == [
@@ -67,6 +69,8 @@ def test_the_last_override_wins_and_says_so():
         "--config.seeds",
         "3",
         "--noconfig.generate_if_missing",
+        "--config.seed",
+        "-1",
     ]
     assert notes == [
         "note: --config.agent.actor_hidden_dims given 2 times; the last one wins: "
