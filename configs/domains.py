@@ -1,6 +1,6 @@
-"""Per-domain presets of the paper's protocol (ALGORITHM.md §12) and the QAM paper's values.
+"""Per-domain presets of the paper's protocol and the QAM paper's values.
 
-Sources: H, discount, rho and network width per domain follow ALGORITHM.md §1, §4 and §12; QAM's
+Sources: H, discount, rho and network width per domain follow the TRQAM paper's protocol; QAM's
 inverse temperatures are the values the QAM paper published per domain. TRQAM's per-domain budget
 is not public: 1.0 by default and 0.5 for cube-triple (stated in the paper); 2.0 for puzzle-4x4 is
 our choice for "a looser budget".

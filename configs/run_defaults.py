@@ -1,8 +1,10 @@
-"""The launcher's run settings around an agent config (ALGORITHM.md §12 protocol)."""
+"""The launcher's run settings around an agent config (the paper's protocol), and what every field
+of a run config means (`field_meanings`, printed by `experiments.run --print_config`)."""
 
 import ml_collections
 
 from configs import domains
+from configs.agent_defaults import AGENT_FIELD_MEANINGS
 
 
 def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
@@ -12,57 +14,85 @@ def run_config(agent: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
       agent: the agent's defaults (e.g. configs/agent_defaults.py).
       arg: the text after ':' in `--config=configs/trqam.py:DOMAIN`; None keeps the agent's
         defaults and the quickstart's domain.
+    Returns:
+      ConfigDict with `agent` and the fields of `RUN_FIELD_MEANINGS`.
     """
     domain = arg or "cube-single-play"
     agent.update(domains.agent_overrides(domain))
     config = ml_collections.ConfigDict()
     config.agent = agent
     config.domain = domain
-    config.task = 1  # env id: {domain}-singletask-task{task}-v0
-    # Several tasks of the domain in one program, e.g. (1, 2, 3, 4, 5): the rows are tasks x
-    # kl_budgets x seeds, sharing one copy of the data (only rewards and masks differ by task).
-    # Empty = the single `task`.
+    config.task = 1
+    # The rows are tasks x kl_budgets x seeds, sharing one copy of the data (only rewards and
+    # masks differ by task).
     config.tasks = ()
-    # Data: official OGBench files, or generated with experiments.make_dataset (labelled so).
-    config.dataset_dir = ""  # "" = $OGBENCH_DATA_DIR, else ~/.ogbench/data
-    config.generate_if_missing = False  # generate a small labelled dataset when files are absent
+    config.dataset_dir = ""
+    config.generate_if_missing = False
     config.generate_episodes = 100
     config.sparse = domains.data_overrides(domain)["sparse"]
     config.dataset_proportion = 1.0
-    config.shard_interval = 1_000  # steps between shard rotations (10M / 100M releases)
-    # Seeds and the optional kl_budget sweep share one vmapped axis (budgets x seeds).
+    config.shard_interval = 1_000
     config.seed = 0
     config.seeds = 8
-    config.kl_budgets = ()  # e.g. (0.5, 1.0, 2.0); empty = agent.kl_budget only
-    # Split the rows over several launchers (e.g. one per host): this one runs equal block
-    # `rows_part` of `rows_parts` and writes to <run_dir>/part<rows_part>; together the parts
-    # equal the sweep run in one piece.
+    config.kl_budgets = ()
+    # Together the parts of a split sweep equal the sweep run in one piece.
     config.rows_part = 0
     config.rows_parts = 1
-    # Stages (gradient steps); BC pretraining can be skipped by loading `init_from`.
     config.bc_steps = 300_000
     config.offline_steps = 1_000_000
-    config.online_steps = 0  # 500_000 for offline-to-online
-    config.start_training = 5_000  # online env steps before the first online update
-    config.utd = 1  # updates per online env step
-    # A BC checkpoint: the run directory of an earlier run, or the authors' params_<step>.pkl
-    # (or its directory; docs/reference_checkpoints.md).
+    config.online_steps = 0
+    config.start_training = 5_000
+    config.utd = 1
     config.init_from = ""
-    config.steps_per_call = 1_000  # updates per compiled call (lax.scan)
+    config.steps_per_call = 1_000
     config.log_interval = 5_000
     config.eval_interval = 50_000
-    config.eval_episodes = 50  # per row; 0 disables evaluation
-    # Evaluation environments kept for the whole run (about 160 MB each); at least one per row.
+    config.eval_episodes = 50
     config.eval_envs = 16
     config.save_interval = 100_000
-    # Mirror the JSONL metrics and evaluations to "tensorboard", "wandb" or both
-    # ("tensorboard,wandb"); "" = the run directory only (docs/logging.md).
     config.log_to = ""
-    config.run_dir = ""  # "" = runs/{agent}-{domain}-task{task}
-    # A run directory resumes only the config that made it; True resumes one whose
-    # result-determining fields differ (the differences are recorded in config_changes.jsonl).
+    config.run_dir = ""
     config.allow_config_change = False
-    # Printed under the summary: what this config's results should look like and what to run
-    # next (the quickstart's measured numbers); "" prints nothing.
     config.expect = ""
     return config
+
+
+# One line per run field: what it means and its special values (the defaults are in `run_config`).
+RUN_FIELD_MEANINGS = {
+    "domain": "OGBench domain, the text after ':' in --config (configs/domains.py lists them)",
+    "task": "the task of a single-task run: env {domain}-singletask-task{task}-v0",
+    "tasks": "several tasks in one program, e.g. (1,2,3,4,5); () = the single `task`",
+    "dataset_dir": "directory of the dataset files; '' = $OGBENCH_DATA_DIR, else ~/.ogbench/data",
+    "generate_if_missing": "generate a small GENERATED-labelled dataset when the files are absent",
+    "generate_episodes": "episodes generated by generate_if_missing",
+    "sparse": "reward -1 until every subtask is solved, 0 at success (else the env's rewards)",
+    "dataset_proportion": "fraction of the training dataset used, in (0, 1]",
+    "shard_interval": "steps between shard rotations of a sharded release (10M / 100M datasets)",
+    "seed": "base random seed of the run (every row's keys derive from it)",
+    "seeds": "seeds per task and kl_budget; the rows (tasks x kl_budgets x seeds) run as one",
+    "kl_budgets": "TRQAM budgets swept on the row axis, e.g. (0.5,1.0); () = agent.kl_budget",
+    "rows_part": "which equal block of the rows this launcher runs (see rows_parts)",
+    "rows_parts": "split the rows over this many launchers, each writing <run_dir>/part<i>",
+    "bc_steps": "BC pretraining steps of the flow (0 = none; skipped with init_from)",
+    "offline_steps": "offline fine-tuning steps",
+    "online_steps": "online fine-tuning steps after the offline ones (e.g. 500_000); 0 = none",
+    "start_training": "online environment steps before the first online update",
+    "utd": "updates per online environment step",
+    "init_from": "BC checkpoint: an earlier run directory or a reference params_<step>.pkl",
+    "steps_per_call": "updates per compiled call (lax.scan); the step counts are multiples of it",
+    "log_interval": "steps between train_metrics.jsonl lines",
+    "eval_interval": "steps between evaluations",
+    "eval_episodes": "evaluation episodes per row; 0 = no evaluation",
+    "eval_envs": "evaluation environments kept for the run (about 160 MB each; >= 1 per row)",
+    "save_interval": "steps between checkpoints",
+    "log_to": "mirror the metrics to tensorboard, wandb or both (comma-separated); '' = none",
+    "run_dir": "where the run writes; '' = runs/{agent}-{domain}-task{task}",
+    "allow_config_change": "resume a run directory whose result-determining fields differ",
+    "expect": "text printed under the summary: what the results should look like",
+}
+
+
+def field_meanings() -> dict[str, str]:
+    """Every field of a run config (`agent.<name>` for the agent's) -> its one-line meaning."""
+    agent = {f"agent.{name}": meaning for name, meaning in AGENT_FIELD_MEANINGS.items()}
+    return RUN_FIELD_MEANINGS | agent

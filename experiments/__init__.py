@@ -1,9 +1,54 @@
 """Thin CLIs: each parses flags and calls the library (`python -m experiments.<name>`, or the
-console scripts of pyproject.toml)."""
+console scripts of pyproject.toml).
 
+Importing this package (which every CLI does first) selects MuJoCo's no-GL mode and silences
+gymnasium's warning about OGBench's float64 space bounds: neither has anything to fix.
+"""
+
+import signal
 import sys
 
 from absl import app, flags
+
+from trqam_jax.envs import headless_mujoco, ignore_box_precision_warnings
+
+headless_mujoco()  # before MuJoCo is first imported: state-based tasks need no rendering
+ignore_box_precision_warnings()
+
+# absl's help flags (they print the help and exit 1; asking for help is not a failure).
+HELP_FLAGS = frozenset(
+    f"{dash}{name}" for dash in ("-", "--") for name in ("help", "helpshort", "helpfull", "?")
+) | {"-h"}
+
+
+def fail(err, code: int) -> int:
+    """Print `error: <err>` (one line) on stderr; returns `code` for `sys.exit`."""
+    print(f"error: {err}", file=sys.stderr)
+    return code
+
+
+def refuse_arguments(argv: list[str]) -> None:
+    """Exit 2 with one line if `argv` (absl's leftover, program name first) has positionals."""
+    if len(argv) > 1:
+        sys.exit(fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value", 2))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; a bad flag exits 2 with one line instead of absl's usage text."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        first = str(err).strip().splitlines()[0]
+        sys.exit(fail(f"{first} (--helpfull lists every flag)", 2))
+
+
+def add_helpfull(parser) -> None:
+    """Let an argparse CLI take `--helpfull` as the absl ones do (the same as --help)."""
+    parser.add_argument("--helpfull", action="help", help="the same as --help")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop) takes Ctrl-C's path: stop, say resume
 
 
 def run_absl(main, module: str, **kwargs) -> None:
@@ -12,6 +57,8 @@ def run_absl(main, module: str, **kwargs) -> None:
     absl's `--help` lists the flags of the main module, which it names by `sys.argv[0]`. Under
     `python -m` that is the CLI module itself; under a console script it is the generated
     wrapper, which defines no flags, so the CLI module's flags are declared key flags of it.
+    Flag errors print one line and exit 2 (`parse_flags`, unless `flags_parser` is given); the
+    help flags exit 0; SIGTERM raises KeyboardInterrupt, as Ctrl-C does.
 
     Args:
       main: callable taking the remaining argv, as for `absl.app.run`.
@@ -20,4 +67,11 @@ def run_absl(main, module: str, **kwargs) -> None:
     """
     for flag in flags.FLAGS.get_key_flags_for_module(module):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main, **kwargs)
+    signal.signal(signal.SIGTERM, _interrupt)
+    kwargs.setdefault("flags_parser", parse_flags)
+    try:
+        app.run(main, **kwargs)
+    except SystemExit as stop:
+        if stop.code == 1 and HELP_FLAGS & set(sys.argv[1:]):
+            raise SystemExit(0) from None
+        raise

@@ -16,6 +16,7 @@ import argparse
 import re
 import sys
 
+from experiments import add_helpfull
 from trqam_jax.data.datasets import DataError, resolve_data_dir
 from trqam_jax.data.fetch import DEFAULT_TIMEOUT_S, OFFICIAL_URL, fetch_dataset
 
@@ -56,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="stall seconds")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_helpfull(parser)
     return parser.parse_args(argv)
 
 

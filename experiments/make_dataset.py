@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from experiments import add_helpfull
 from trqam_jax.data.datasets import DataError
 from trqam_jax.data.generate import generate_dataset
 
@@ -27,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val-episodes", type=int, default=None, help="default episodes // 10")
     parser.add_argument("--shards", type=int, default=None, help="write {name}-000.npz, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_helpfull(parser)
     return parser.parse_args(argv)
 
 

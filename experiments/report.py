@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from experiments import add_helpfull
 from trqam_jax import run_dir
 from trqam_jax.report import build, records, render, sections
 
@@ -48,6 +49,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         " table and QAM, QAM-E, QAM-F, FQL of the QAM release)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    add_helpfull(p)
     return p.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""Lean adjoint ODE and the adjoint-matching loss (ALGORITHM.md §6-7).
+"""Lean adjoint ODE and the adjoint-matching loss.
 
 The lean adjoint drops the fine-field terms of the full adjoint: it is the gradient of the terminal
 cost through the *reference* memoryless drift, so it needs one VJP of the reference field per step

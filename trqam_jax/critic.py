@@ -1,4 +1,4 @@
-"""Chunked TD learning with a pessimistic critic ensemble (ALGORITHM.md §4)."""
+"""Chunked TD learning with a pessimistic critic ensemble."""
 
 import jax.numpy as jnp
 

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +31,15 @@ def headless_mujoco() -> None:
         os.environ.setdefault("MUJOCO_GL", "disable")
 
 
+def ignore_box_precision_warnings() -> None:
+    """Silences gymnasium's warning that a Box's float64 bounds are cast to float32.
+
+    OGBench declares its spaces with float64 bounds and float32 dtype, so every environment made
+    warns twice; the cast is intended and nothing can be fixed by the user.
+    """
+    warnings.filterwarnings("ignore", r".*precision lowered by casting to float32", UserWarning)
+
+
 def make_env(name: str, max_episode_steps: int | None = None):
     """One gymnasium environment (with its time limit) of an OGBench task.
 
@@ -41,6 +51,7 @@ def make_env(name: str, max_episode_steps: int | None = None):
     import gymnasium
     import ogbench  # noqa: F401  (registers the OGBench environments with gymnasium)
 
+    ignore_box_precision_warnings()
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     if name in gymnasium.envs.registry:
         return gymnasium.make(name, **kwargs)

@@ -1,4 +1,4 @@
-"""Evaluation rollouts on OGBench single-task environments (ALGORITHM.md §12).
+"""Evaluation rollouts on OGBench single-task environments, as in the paper's protocol.
 
 Protocol: the deployed policy is the deterministic sampler; at a chunk boundary it is called once
 and the H actions it returns are executed open loop before re-planning. An episode ends when the

@@ -233,17 +233,18 @@ def run(config, timings: dict | None = None) -> dict:
     does no work. `timings`, if given, gets one dict per stage run ("bc", "offline", "online")
     with the seconds `loop.run_stage` records (benchmarks read them). Raises ConfigError,
     DataError, CheckpointError, RunDirError before any work when the config cannot run here, and
-    loop.DivergenceError when training diverges.
+    loop.DivergenceError when training diverges. A run directory this call made is removed again
+    when it fails before writing anything (`run_dir.made`). The summary's `run_dir` is where the
+    run was found (a copied directory names itself).
     """
     rows = check_config(config)
     out = run_directory(config)
-    os.makedirs(out, exist_ok=True)
-    with run_dir.locked(out):
+    with run_dir.made(out), run_dir.locked(out):
         check_same_experiment(config, out)
         summary = finished_summary(config, out)
         if summary is not None:
             print(f"{out} has finished these steps; its saved summary:")
-            return summary
+            return dict(summary, run_dir=out)
         # What _run opens to close when it ends, however it ends (the loggers).
         with contextlib.ExitStack() as closing:
             return _run(config, rows, out, timings, closing)

@@ -1,4 +1,4 @@
-"""Behaviour-cloning flow matching and the deterministic Euler sampler (ALGORITHM.md §2-3).
+"""Behaviour-cloning flow matching and the deterministic Euler sampler.
 
 A `field` here is any function `field(x, t) -> velocity` with x of shape (B, d) and t of shape
 (B, 1); agents build it by closing over parameters and observations, so these functions know

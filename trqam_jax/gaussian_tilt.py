@@ -4,10 +4,11 @@ Behaviour N(mu0, Sigma0), critic Q(a) = -1/2 (a - a*)^T A (a - a*). Everything t
 touches is then linear-Gaussian, so the answer is known twice over:
 - in continuous time: the tilt pi_base exp(beta Q) / Z is N(mu_b, Sigma_b) and, under the
   memoryless schedule, the optimal path KL equals KL(tilt || base);
-- in the discretised scheme the library runs (ALGORITHM.md §5-8, with the reference's +h time
-  shifts and deterministic last step): the fixed point of adjoint matching is an affine field per
-  flow step, computed exactly by a backward recursion (`discrete_fixed_point`), with its expected
-  D_hat and the laws of its SDE and ODE samplers in closed form (`chain_moments`).
+- in the discretised scheme the library runs (sde.py, adjoint.py, trust_region.py; with the
+  reference's +h time shifts and deterministic last step): the fixed point of adjoint matching
+  is an affine field per flow step, computed exactly by a backward recursion
+  (`discrete_fixed_point`), with its expected D_hat and the laws of its SDE and ODE samplers in
+  closed form (`chain_moments`).
 
 The closed forms are numpy float64 (independent of the JAX code they check); the two velocity
 fields the training calls are JAX functions.

@@ -281,7 +281,7 @@ def run_stage(
         start_record = {"step": stage.offset, "stage": stage.name}
         append(run_dir.EVAL_FILE, timed("evaluate_s", evaluate_fn, states), start_record)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
-    results, start_time, start_step = None, time.perf_counter(), step
+    results, start_step = None, step
     pending = []  # (first step, record or None, values or None, health) not yet on the host
 
     def write_pending():
@@ -326,11 +326,8 @@ def run_stage(
                 append(run_dir.EVAL_FILE, results, record)
             if save_now:
                 timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
-            rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
-            postfix = {"steps/s": f"{rate:.1f}"}
-            if results is not None:
-                postfix["success"] = f"{np.mean(results['success']):.2f}"
-            bar.set_postfix(postfix, refresh=False)
+            if results is not None:  # the rate is tqdm's own (step/s)
+                bar.set_postfix(success=f"{np.mean(results['success']):.2f}", refresh=False)
         write_pending()
     except KeyboardInterrupt:
         bar.close()

@@ -1,4 +1,4 @@
-"""The environment side of offline-to-online fine-tuning (ALGORITHM.md §12).
+"""The environment side of offline-to-online fine-tuning.
 
 One environment per agent row (R rows stacked on a leading axis, as in `train.py`), all stepped
 in lockstep on the host. Per row:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -33,20 +34,39 @@ WANDB_IDS_FILE = "wandb_ids.json"  # each row's W&B run id, so a resumed run con
 # Writing
 
 
+def strict(value):
+    """`value` with every non-finite float (NaN, inf) replaced by None, recursively.
+
+    JSON has no NaN or Infinity; Python writes them as bare tokens other parsers refuse, so the
+    run directory's files hold null instead (a metric with no value, or a diverged one).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(v) for v in value]
+    return value
+
+
+def _line(row: dict) -> str:
+    return json.dumps(strict(row), sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_json(path: str, payload: dict) -> None:
-    """Write atomically, so a crash never leaves a half-written file behind."""
+    """Write atomically (a crash never leaves a half-written file behind), as strict JSON."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+        json.dump(strict(payload), f, indent=2, sort_keys=True, default=str, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
 
 def append_jsonl(path: str, rows: list[dict]) -> None:
-    """Append one JSON object per line and flush it to disk."""
+    """Append one strict JSON object per line (`strict`) and flush it to disk."""
     with open(path, "a") as f:
         for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write(_line(row))
         f.flush()
         os.fsync(f.fileno())
 
@@ -65,8 +85,30 @@ def truncate_jsonl(path: str, keep) -> None:
     with open(tmp, "w") as f:
         for row in rows:
             if keep(row):
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+                f.write(_line(row))
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def made(directory: str):
+    """Create `directory` (and its missing parents) for the block; if the block fails while the
+    directory holds nothing but the lock file, remove what was created, so that a run that failed
+    before any work leaves nothing behind. A directory that existed is left as it was."""
+    created, path = [], os.path.abspath(directory)
+    while not os.path.exists(path):
+        created.append(path)  # innermost first
+        path = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created and set(os.listdir(created[0])) <= {LOCK_FILE}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(created[0], LOCK_FILE))
+            with contextlib.suppress(OSError):  # a directory someone else filled meanwhile stays
+                for path in created:
+                    os.rmdir(path)
+        raise
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Memoryless noise schedule and the training-time SDE rollout (ALGORITHM.md §5).
+"""Memoryless noise schedule and the training-time SDE rollout.
 
 With the memoryless schedule the SDE `dx = (2 v(x, t) - x / t) dt + g(t) dW` has the same time
 marginals as the flow ODE, so the terminal law of the fine-tuned SDE is the tilted policy.

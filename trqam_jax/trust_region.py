@@ -1,4 +1,4 @@
-"""Path-space KL estimate and the projected dual update of lambda (ALGORITHM.md §8-9)."""
+"""Path-space KL estimate and the projected dual update of lambda."""
 
 from typing import NamedTuple
 

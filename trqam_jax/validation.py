@@ -62,8 +62,7 @@ _AGENT_RULES = {
     "noisy_coef": (lambda v: v >= 0, ">= 0"),
 }
 _HIDDEN_DIMS = ("actor_hidden_dims", "critic_hidden_dims")
-# At most this many layers: a longer tuple is almost always an override given twice, which
-# ml_collections concatenates ('(64,64)' twice builds a 4-layer net).
+# At most this many layers: a longer tuple is almost always a typo (the paper's nets have 4).
 MAX_LAYERS = 8
 
 
@@ -130,7 +129,7 @@ def check_run_config(config) -> None:
                 f"agent.{name}",
                 dims,
                 f"1 to {MAX_LAYERS} positive widths",
-                "pass the tuple once: a flag given twice is concatenated by ml_collections",
+                "e.g. '(512,512,512,512)'",
             )
 
 

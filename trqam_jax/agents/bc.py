@@ -1,4 +1,4 @@
-"""BC pretraining of the flow policy (ALGORITHM.md §2): flow matching of the base field alone.
+"""BC pretraining of the flow policy: flow matching of the base field alone.
 
 The paper's pipeline pretrains one base field per seed by BC, then every agent starts from it
 (`<agent>.with_pretrained_base`). The state holds only what BC trains: the base field and its

@@ -177,7 +177,7 @@ def field(module, params, obs):
 
 
 def sample_field(cfg: SharedConfig, field_params, obs, noise):
-    """Clipped deterministic Euler sample (ALGORITHM.md §3) of a field of the actor architecture.
+    """Clipped deterministic Euler sample of a field of the actor architecture.
 
     Args: obs (N, D), noise (N, d). Returns (N, d) actions in [-1, 1].
     """

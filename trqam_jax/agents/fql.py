@@ -1,4 +1,4 @@
-"""FQL (Park, Li, Levine 2025; ALGORITHM.md §11) as pure init / update / act functions.
+"""FQL (Park, Li, Levine 2025) as pure init / update / act functions.
 
 A BC flow `v_bc` (the same vector field as the adjoint-matching base, trained with L_BC) is
 distilled into a one-step policy `mu(s, z)` that also maximises the critic:

@@ -237,8 +237,8 @@ def find_dataset_files(spec: EnvSpec, data_dir: str) -> DatasetFiles:
         )
     raise DatasetNotFoundError(
         f"dataset for {spec.env_name!r} not found. Missing: {', '.join(missing)} (and no shards "
-        f"{spec.dataset_name}-000.npz, ... in {data_dir}). The data directory comes from the "
-        f"data_dir setting, else ${DATA_DIR_ENV_VAR}, else {DEFAULT_DATA_DIR}. Fix:\n"
+        f"{spec.dataset_name}-000.npz, ... in {data_dir}). The data directory comes from "
+        f"config.dataset_dir, else ${DATA_DIR_ENV_VAR}, else {DEFAULT_DATA_DIR}. Fix:\n"
         + "\n".join(remedies)
     )
 
