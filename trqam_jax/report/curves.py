@@ -75,8 +75,8 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
         boundary = online_boundary(run.offline_end, run.final_step)
         groups: dict[tuple, list[tuple[int, float]]] = {}
         for r in run.train:
-            if r.get("stage") == "bc" or key not in r or r[key] is None:
-                continue
+            if r.get("stage") == "bc" or key not in r:
+                continue  # a null value stays: run_dir writes NaN and inf as null
             kl = r.get("kl_budget")
             kl = None if kl is None else float(kl)
             row = (int(r.get("task", task)), int(r.get("seed", 0)), kl)
@@ -101,7 +101,7 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
 
 
 def _to_float(x) -> float:
-    # json has no NaN/inf literal in strict mode; a logger may write them as strings.
+    # json has no NaN/inf literal in strict mode: run_dir writes null, a logger may write strings.
     try:
         return float(x)
     except (TypeError, ValueError):

@@ -98,6 +98,8 @@ def find_runs(paths: Sequence[str]) -> Found:
 
 
 def _non_finite(value) -> bool:
+    if value is None:  # run_dir writes NaN and inf as null (strict JSON)
+        return True
     if isinstance(value, str):  # json has no NaN literal in strict mode; a logger may write one
         try:
             value = float(value)
