@@ -3,6 +3,9 @@ its updates began), or a run's online stage extended to more steps, ends exactly
 uninterrupted one; and the budget TRQAM's dual uses online (`agent.kl_budget_online`)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs.trqam import get_config
-from tests.test_launcher import tiny_run_config
+from tests.test_launcher import ROOT, tiny_run_config
 from tests.test_online import HORIZON, ROWS, SEED, UTD, setup  # noqa: F401
 from tests.tiny import tiny_config
 from trqam_jax import checkpoint, loop, train
@@ -140,3 +143,18 @@ def test_launcher_resumes_the_online_stage_and_records_its_budget(tiny_dataset_d
     assert provenance["rows"]["kl_budget_online"] == [0.5, 0.5]
     lines = [r for r in _records(tmp_path / "twice") if r["stage"] == "online"]
     assert [(r["kl_budget"], r["kl_budget_online"]) for r in lines[-2:]] == [(1.0, 0.5), (2.0, 0.5)]
+
+
+def test_a_bad_kl_budget_online_is_refused_on_the_command_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "experiments.run", "--config=configs/trqam.py:cube-double-play",
+            "--config.agent.kl_budget_online=-1", f"--config.run_dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: config.agent.kl_budget_online=-1.0: must be > 0 (or None: the offline budget)"
+    )
+    assert not (tmp_path / "run").exists()
