@@ -143,6 +143,11 @@ def test_launcher_resumes_the_online_stage_and_records_its_budget(tiny_dataset_d
     assert provenance["rows"]["kl_budget_online"] == [0.5, 0.5]
     lines = [r for r in _records(tmp_path / "twice") if r["stage"] == "online"]
     assert [(r["kl_budget"], r["kl_budget_online"]) for r in lines[-2:]] == [(1.0, 0.5), (2.0, 0.5)]
+    # The printed table shows it beside the offline budget (here with made-up final results).
+    evaluated = dict(summary, final_success=[0.25, 0.75], final_return=[-3.0, -1.0])
+    table = launcher.summary_lines(config("twice"), evaluated)
+    assert table[1].split()[:4] == ["seed", "kl_budget", "eps", "online"]
+    assert table[2].split()[:3] == ["0", "1", "0.5"] and table[3].split()[:3] == ["0", "2", "0.5"]
 
 
 def test_a_bad_kl_budget_online_is_refused_on_the_command_line(tmp_path):
