@@ -16,7 +16,7 @@ from configs.trqam import get_config
 from tests.test_launcher import ROOT, tiny_run_config
 from tests.test_online import HORIZON, ROWS, SEED, UTD, setup  # noqa: F401
 from tests.tiny import tiny_config
-from trqam_jax import checkpoint, loop, train
+from trqam_jax import checkpoint, loop, online, train
 from trqam_jax import experiment as launcher
 from trqam_jax.agents import common, trqam
 
@@ -111,6 +111,34 @@ def test_kl_budget_online_is_the_budget_of_the_online_dual(setup, straight, tmp_
     lines = _records(tmp_path / "a")
     assert {(r["kl_budget"], r["kl_budget_online"]) for r in lines} == {(1.0, 0.25)}
     assert "critic_loss" in lines[-1]  # a window with updates: their kl_budget metric dropped
+
+
+def test_a_resumed_interaction_continues_its_episodes_exactly(setup):  # noqa: F811
+    """Saved 10 steps into the rows' first episodes and resumed on reset environments, the
+    interaction steps on as the original (through an episode end); a stored episode that its
+    environment does not reproduce is refused, naming the row."""
+    envs = setup[1]
+    action_dim = envs[0].action_space.shape[0]
+    # A deterministic policy of the observation, so both interactions plan alike.
+    plan = lambda obs: np.repeat(np.tanh(obs[:, None, :action_dim]), HORIZON, axis=1)
+    stack = lambda steps: {k: np.stack([t[k] for t in steps], axis=1) for k in steps[0]}
+
+    original = online.Interaction(envs, SEED, np.arange(ROWS), sparse=False)
+    steps = [original.step(plan, t) for t in range(1, 11)]
+    saved, stored = json.loads(json.dumps(original.state())), stack(steps)
+    later = stack([original.step(plan, t) for t in range(11, 17)])
+
+    resumed = online.Interaction(envs, SEED, np.arange(ROWS), sparse=False)
+    resumed.resume(saved, stored)
+    jax.tree.map(
+        np.testing.assert_array_equal, stack([resumed.step(plan, t) for t in range(11, 17)]), later
+    )
+    jax.tree.map(np.testing.assert_array_equal, resumed.episode_arrays(), original.episode_arrays())
+    assert len(original.episode_arrays()["row"]) == ROWS  # both rows' episodes ended at 12
+
+    stored["next_observations"][1, -1, 0] += 1.0
+    with pytest.raises(checkpoint.CheckpointError, match="row 1's environment does not repro"):
+        online.Interaction(envs, SEED, np.arange(ROWS), sparse=False).resume(saved, stored)
 
 
 def _online_params(run_dir):

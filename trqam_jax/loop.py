@@ -136,7 +136,7 @@ class OnlineStage:
                 self.offline_train, capacity, len(self.envs), sharding
             )
         else:
-            arrays, host = self.resumed
+            (arrays, host), self.resumed = self.resumed, None  # the host copy is not kept
             self.replays = online.restored_replays(arrays["replay"], capacity, sharding)
             self.interaction.resume(host["interaction"], arrays["replay"])
             self.updates = host["updates"]
