@@ -82,6 +82,7 @@ AGENT_FIELD_MEANINGS = {
     "lam_scale": "lambda_eff = lam_scale * lambda",
     "fuse_rollouts": "the critic-target sampler and the SDE share each flow step's network call",
     "kl_budget": "TRQAM's path-KL budget epsilon (per-domain values in configs/domains.py)",
+    "kl_budget_online": "TRQAM's budget for the online stage (None: each row's offline budget)",
     "inv_temp": "inverse temperature beta: QAM's target pi_base * exp(beta Q), CGQL's guidance",
     "edit_scale": "QAM-E: scale of the tanh-Gaussian edit added to the flow's action",
     "edit_target_entropy_multiplier": "QAM-E: the edit's target entropy is -this * H * |a|",

@@ -1,4 +1,9 @@
-"""orbax checkpoints of the stacked per-row agent states, one manager per training stage."""
+"""orbax checkpoints of the stacked per-row agent states, one manager per training stage.
+
+A stage that has more to resume than its agent states (the online stage: replay buffers, the
+environments' episodes) saves them beside the states as two more items of the same checkpoint:
+`arrays` (a pytree of numpy arrays) and `host` (JSON), written and restored together.
+"""
 
 import os
 
@@ -6,32 +11,55 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+STATES, ARRAYS, HOST = "default", "arrays", "host"  # the items of a checkpoint with extras
+
 
 class CheckpointError(Exception):
     """A checkpoint that is missing or does not fit the run's configuration."""
 
 
-def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    """A checkpoint manager over step-numbered sub-directories of `directory`."""
+def manager(directory: str, max_to_keep: int = 2, extras: bool = False) -> ocp.CheckpointManager:
+    """A checkpoint manager over step-numbered sub-directories of `directory`; `extras`: its
+    checkpoints hold the `arrays` and `host` items beside the states (`save(..., extras=)`)."""
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    items = dict(item_names=(STATES, ARRAYS, HOST)) if extras else {}
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options, **items)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, states) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, states, extras=None) -> None:
     """Save `states` at `step` and wait until it is on disk (nothing is lost on a later crash).
 
     Host (numpy) copies are saved, so the checkpoint carries no device topology and restores on
     any number of devices (a BC checkpoint from a GPU sweep loads on a laptop, and vice versa).
+    `extras`, for a manager made with `extras=True`: (arrays, host), a pytree of non-empty
+    arrays and a JSON-able dict, saved in the same checkpoint.
     """
-    mngr.save(step, args=ocp.args.StandardSave(jax.device_get(states)), force=True)
+    args = ocp.args.StandardSave(jax.device_get(states))
+    if extras is not None:
+        arrays, host = extras
+        arrays = ocp.args.StandardSave(jax.device_get(arrays))
+        args = ocp.args.Composite(**{STATES: args, ARRAYS: arrays, HOST: ocp.args.JsonSave(host)})
+    mngr.save(step, args=args, force=True)
     mngr.wait_until_finished()
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, like):
-    """Restore the states saved at `step` into the structure, shapes and shardings of `like`."""
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+def restore(mngr: ocp.CheckpointManager, step: int, like, extras: bool = False):
+    """Restore the states saved at `step` into the structure, shapes and shardings of `like`.
+
+    With `extras` (a manager made with `extras=True`): (states, arrays as numpy, host dict).
+    """
+    target = ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+    if extras and not os.path.isdir(os.path.join(mngr.directory, str(step), HOST)):
+        raise CheckpointError(
+            f"checkpoint {mngr.directory}/{step} holds only agent states (written by a version "
+            f"that could not resume this stage); delete {mngr.directory} to run the stage anew"
+        )
     try:
-        return mngr.restore(step, args=ocp.args.StandardRestore(target))
+        if not extras:
+            return mngr.restore(step, args=target)
+        items = {STATES: target, ARRAYS: ocp.args.StandardRestore(), HOST: ocp.args.JsonRestore()}
+        restored = mngr.restore(step, args=ocp.args.Composite(**items))
+        return restored[STATES], restored[ARRAYS], restored[HOST]
     except (ValueError, KeyError) as err:
         raise CheckpointError(
             f"checkpoint {mngr.directory}/{step} does not match this run's configuration "

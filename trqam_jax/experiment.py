@@ -21,6 +21,7 @@ from trqam_jax import (
     loggers,
     loop,
     memory,
+    online,
     reference_checkpoint,
     run_dir,
     train,
@@ -268,7 +269,8 @@ def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitS
         versions=versions(),
         devices=[str(d) for d in jax.devices()],
         rows={"seeds": config.seeds, "row_ids": rows.ids.tolist(), "tasks": rows.tasks.tolist()}
-        | {name: values.tolist() for name, values in rows.swept.items()},
+        | {name: values.tolist() for name, values in rows.swept.items()}
+        | {f"{name}_online": values for name, values in online_values(config, rows).items()},
     )
     run_dir.write_json(os.path.join(out, run_dir.PROVENANCE_FILE), provenance)
     run_loggers = loggers.Loggers(
@@ -327,6 +329,7 @@ def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitS
         "tasks": rows.tasks.tolist(),
         "seeds": rows.seeds.tolist(),
         **{f"{name}s": values.tolist() for name, values in rows.swept.items()},
+        **{f"{name}s_online": values for name, values in online_values(config, rows).items()},
         "steps": {name: config[name] for name in STAGE_STEPS},
         "start_success": start_success(out, rows) if final is not None else None,
         "final_success": None if final is None else final["success"].tolist(),
@@ -336,6 +339,14 @@ def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitS
     }
     run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), summary)
     return summary
+
+
+def online_values(config, rows) -> dict[str, list[float]]:
+    """The values the online stage sets per row (`online.online_hparams`), recorded as
+    `kl_budget_online` (provenance rows, train_metrics.jsonl) and `kl_budgets_online` (summary);
+    none without an online stage."""
+    values = online.online_hparams(config.agent, rows) if config.online_steps else {}
+    return {name: column.tolist() for name, column in values.items()}
 
 
 def start_success(out: str, rows) -> list[float] | None:
@@ -357,6 +368,9 @@ def summary_lines(config, summary) -> list[str]:
     if summary["final_success"] is None:
         return lines + ["(no evaluation: config.eval_episodes = 0)", *peak]
     swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
+    online_budgets = summary.get(f"{SWEPT}s_online")
+    if online_budgets is not None and online_budgets != swept.get(SWEPT):
+        swept["eps online"] = online_budgets
     start = summary.get("start_success") or [np.nan] * summary["rows"]
     header = [f"{'task':>5}"] * several + [f"{'seed':>5}", *(f"{n:>10}" for n in swept)]
     lines.append(" ".join(header + ["   start  success    return"]))

@@ -2,8 +2,9 @@
 
 A stage is a sequence of compiled calls of `stride` steps each (`OfflineStage`: `lax.scan`ned
 updates on a dataset; `OnlineStage`: one env step and its updates). `run_stage` drives any stage:
-resume from the stage's checkpoint, then per call log (a call's metrics are fetched while the next
-call runs), evaluate and checkpoint on their cadences. `experiment.run` plans the stages.
+resume from the stage's checkpoint (`stage.restore`), then per call log (a call's metrics are
+fetched while the next call runs), evaluate and checkpoint (`stage.save`) on their cadences.
+`experiment.run` plans the stages.
 """
 
 import os
@@ -16,6 +17,7 @@ from jax.sharding import NamedSharding
 from tqdm import tqdm
 
 from trqam_jax import checkpoint, online, run_dir, train
+from trqam_jax.agents import common
 from trqam_jax.evaluation import default_reset_seeds, evaluate
 
 
@@ -45,8 +47,8 @@ class OfflineStage:
     """
 
     offset = 0  # step of the run at which the stage's step 0 lies
-    resumable = True
     evaluate_at_start = True
+    checkpoint_extras = False  # its checkpoints hold the agent states only
 
     def __init__(self, name, agent, config, data, key, rows):
         self.name, self.data, self.key, self.seeds = name, data, key, rows.seeds
@@ -73,21 +75,30 @@ class OfflineStage:
     def window(self, summary):
         return summary  # fetched by the host loop once the next call runs
 
+    def save(self, ckpt, step, states):
+        checkpoint.save(ckpt, step, states)
+
+    def restore(self, ckpt, step, states):
+        return checkpoint.restore(ckpt, step, states)
+
 
 class OnlineStage:
     """One environment per row (of the row's task), one env step per call, `utd` updates per
     step after `start_training` steps, on the offline dataset (one copy, shared by the rows)
     followed by each row's own online transitions (`replay.sample`).
 
-    Environments cannot be checkpointed, so an interrupted online stage restarts from its
-    beginning (`resumable = False`; the offline checkpoint is kept). Step t of the stage is step
-    `offset + t` of the run.
+    At its start every row's traced values become the online ones (`online.online_hparams`:
+    TRQAM's `kl_budget_online`). Its checkpoints hold, beside the agent states, what resumes it
+    exactly: the buffers' filled part, the interaction's host state (the environments are
+    re-stepped to theirs, `online.Interaction.resume`) and the logging window's metric sums, so
+    a resumed stage ends with the parameters of an uninterrupted one, bit for bit. Step t of the
+    stage is step `offset + t` of the run.
     """
 
     name = "online"
     stride = 1
-    resumable = False
     evaluate_at_start = False  # the offline stage's final evaluation is its start
+    checkpoint_extras = True
 
     def __init__(self, agent, config, offline_train, envs, key, rows):
         self.offset = config.offline_steps
@@ -101,23 +112,36 @@ class OnlineStage:
             agent.update, cfg.batch_size, cfg.horizon, cfg.discount, config.utd
         )
         self.plan = online.make_planner(agent.act)
+        self.hparams = online.online_hparams(config.agent, rows)
+        self.resumed = None  # (arrays, host) of the checkpoint `restore` read
 
     def start(self, states, step):
+        leaf = jax.tree.leaves(states)[0]
+        sharding = leaf.sharding if isinstance(leaf.sharding, NamedSharding) else None
+        states = jax.device_put(common.set_hparams(states, self.hparams), sharding)
         # The donated step needs every leaf in its own buffer; fresh or BC-initialised states
         # share some (target_critic is critic, fine is base), so copy them once, leaf by leaf.
         states = jax.tree.map(jnp.copy, states)
-        leaf = jax.tree.leaves(states)[0]
-        sharding = leaf.sharding if isinstance(leaf.sharding, NamedSharding) else None
         # The offline dataset once per device, read by every row next to its own buffer.
         put = jax.device_put if sharding is None else lambda x: train.replicate(x, sharding.mesh)
         self.offline = put(self.offline_train)
-        self.replays = online.stack_replays(
-            self.offline_train, self.config.online_steps, len(self.envs), sharding
-        )
+        # Every online step is kept (also when resumed with fewer steps than were run).
+        capacity = max(self.config.online_steps, step)
         self.interaction = online.Interaction(
             self.envs, self.seed, self.row_seeds, self.config.sparse
         )
         self.totals, self.updates, self.env_steps = None, 0, step
+        if self.resumed is None:
+            self.replays = online.stack_replays(
+                self.offline_train, capacity, len(self.envs), sharding
+            )
+        else:
+            (arrays, host), self.resumed = self.resumed, None  # the host copy is not kept
+            self.replays = online.restored_replays(arrays["replay"], capacity, sharding)
+            self.interaction.resume(host["interaction"], arrays["replay"])
+            self.updates = host["updates"]
+            if "totals" in arrays:  # metric sums of the window the checkpoint was saved in
+                self.totals = jax.device_put(arrays["totals"], sharding)
         self.window_step, self.window_time = step, time.perf_counter()
         return states
 
@@ -144,12 +168,17 @@ class OnlineStage:
 
     def window(self, _):
         """Host (R,) metrics of the window since the last log: update metrics (once updates
-        ran), episode statistics, `replay/size` and `online/steps_per_s`; starts a new window."""
+        ran), the online traced values (`kl_budget_online`), episode statistics, `replay/size`
+        and `online/steps_per_s`; starts a new window."""
         out = {}
         if self.updates:
-            out.update(train.mean_metrics(train.to_host(self.totals), self.updates))
+            metrics = train.mean_metrics(train.to_host(self.totals), self.updates)
+            # The updates report the budget they used, the online one: it is logged under its
+            # own name, so that the record's `kl_budget` stays the row's (offline) identity.
+            out.update({k: v for k, v in metrics.items() if k not in self.hparams})
             self.totals = jax.tree.map(jnp.zeros_like, self.totals)
             self.updates = 0
+        out.update({f"{name}_online": values for name, values in self.hparams.items()})
         out.update(self.interaction.window_statistics())
         offline_size = len(self.offline_train["rewards"])
         out["replay/size"] = offline_size + np.asarray(
@@ -161,6 +190,19 @@ class OnlineStage:
         self.window_step, self.window_time = self.env_steps, now
         return out
 
+    def save(self, ckpt, step, states):
+        """Checkpoint the states with the buffers' filled part, the interaction's host state and
+        the window's metric sums (`checkpoint.save`'s extras)."""
+        arrays = {"replay": online.filled_replays(self.replays)}
+        if self.totals is not None:
+            arrays["totals"] = self.totals
+        host = {"interaction": self.interaction.state(), "updates": self.updates}
+        checkpoint.save(ckpt, step, states, extras=(arrays, host))
+
+    def restore(self, ckpt, step, states):
+        states, *self.resumed = checkpoint.restore(ckpt, step, states, extras=True)
+        return states
+
 
 class DivergenceError(RuntimeError):
     """Training produced non-finite values; the message names the step, the rows and the metric."""
@@ -171,12 +213,12 @@ class Interrupted(KeyboardInterrupt):
 
 
 def resume(stage, ckpt, states, out: str):
-    """(states, step) from the stage's latest checkpoint, or (states, 0) if it has none or
-    cannot resume; rows this stage logged after that step are dropped, so none is written twice.
+    """(states, step) from the stage's latest checkpoint, or (states, 0) if it has none; rows
+    this stage logged after that step are dropped, so none is written twice.
     """
-    step = ckpt.latest_step() if stage.resumable else None
+    step = ckpt.latest_step()
     if step is not None:
-        states = checkpoint.restore(ckpt, step, states)
+        states = stage.restore(ckpt, step, states)
         print(f"[{stage.name}] resuming from step {step - stage.offset}")
     local = 0 if step is None else step - stage.offset
     # Without a checkpoint nothing of this stage survives (its step-0 evaluation included).
@@ -273,7 +315,8 @@ def run_stage(
         if log is not None:
             log(name, records)  # the loggers get exactly what the file got
 
-    ckpt = checkpoint.manager(os.path.join(out, "checkpoints", stage.name))
+    path = os.path.join(out, "checkpoints", stage.name)
+    ckpt = checkpoint.manager(path, extras=stage.checkpoint_extras)
     states, step = resume(stage, ckpt, states, out)
     states = stage.start(states, step)
     if evaluate_fn is not None and step == 0 and stage.evaluate_at_start:
@@ -325,7 +368,7 @@ def run_stage(
                 results = timed("evaluate_s", evaluate_fn, states)
                 append(run_dir.EVAL_FILE, results, record)
             if save_now:
-                timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
+                timed("checkpoint_s", stage.save, ckpt, stage.offset + step, states)
             if results is not None:  # the rate is tqdm's own (step/s)
                 bar.set_postfix(success=f"{np.mean(results['success']):.2f}", refresh=False)
         write_pending()

@@ -19,6 +19,11 @@ plan at step t + 1 sees the update of step t.
 Randomness is a pure function of (key, step, row seed) for the plans and of (seed, row seed,
 episode number) for the environment resets, so equal inputs give equal runs. Rows that share a
 seed (different swept values) share keys and reset seeds, like `train.call_keys`.
+
+Resuming (`Interaction.state` / `Interaction.resume`, `filled_replays` / `restored_replays`): the
+buffers' filled part and the host state are checkpointed; an environment is not, but MuJoCo is
+deterministic, so a row's env is reset with its current episode's seed and re-stepped with the
+episode's stored actions, which brings it to the saved state bit for bit.
 """
 
 import functools
@@ -29,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trqam_jax import train
+from trqam_jax import checkpoint, train
 from trqam_jax.data import replay
 from trqam_jax.data.datasets import sparsify_rewards
 from trqam_jax.envs import reset_env
@@ -39,6 +44,8 @@ from trqam_jax.seeds import hash_seed
 # (evaluation hashes (base_seed, seed index, episode) with the same `hash_seed`).
 _RESET_SALT = 0x0E11E
 EPISODE_FIELDS = ("row", "episode", "step", "success", "return", "length")
+# Host state of an `Interaction` (`state`, `resume`): per-row counters and pending chunks.
+ROW_STATE = ("episode_count", "chunks", "position", "ep_return", "ep_length")
 
 
 def reset_seed(seed: int, row_seed: int, episode: int) -> int:
@@ -66,6 +73,52 @@ def stack_replays(like: dict, capacity: int, rows: int, sharding=None) -> replay
         out_shardings=sharding,
     )
     return zeros()
+
+
+def filled_replays(replays: replay.ReplayState) -> dict:
+    """The online transitions of the stage's stacked buffers: leaves (R, size, ...).
+
+    The rows step in lockstep and the buffers hold every online step (their capacity is the
+    stage's steps), so every buffer holds `size` transitions in insertion order from row 0.
+    """
+    size = int(np.max(jax.device_get(replays.size)))
+    return {name: values[:, :size] for name, values in replays.data.items()}
+
+
+def restored_replays(filled: dict, capacity: int, sharding=None) -> replay.ReplayState:
+    """Stacked buffers of `capacity` holding `filled` (`filled_replays`' layout, on the host).
+
+    Args:
+      filled: the replay FIELDS, numpy leaves (R, n, ...), n <= capacity.
+      capacity: online transitions per buffer.
+      sharding: optional `NamedSharding` of the row axis.
+    Returns:
+      ReplayState of size n and pointer n mod capacity in every row, as `n` inserts leave it.
+    """
+    rows, size = filled["terminals"].shape[:2]
+
+    def pad(values):
+        buffer = np.zeros((rows, capacity, *values.shape[2:]), values.dtype)
+        buffer[:, :size] = values
+        return buffer
+
+    counters = np.full(rows, size, np.int32), np.full(rows, size % capacity, np.int32)
+    state = replay.ReplayState({name: pad(filled[name]) for name in replay.FIELDS}, *counters)
+    return jax.device_put(state, sharding)
+
+
+def online_hparams(agent_config, rows: train.Rows) -> dict[str, np.ndarray]:
+    """The traced values the online stage sets on the rows, name -> (R,) float32.
+
+    `kl_budget`: `agent.kl_budget_online` for every row, or, where it is None, each row's own
+    offline budget (its swept value, else `agent.kl_budget`). Empty for agents without one.
+    """
+    if "kl_budget_online" not in agent_config:
+        return {}
+    online = agent_config.kl_budget_online
+    offline = rows.swept.get("kl_budget", agent_config.kl_budget)
+    budget = offline if online is None else online
+    return {"kl_budget": np.broadcast_to(np.asarray(budget, np.float32), (len(rows),)).copy()}
 
 
 @functools.lru_cache(maxsize=16)
@@ -172,6 +225,50 @@ class Interaction:
         self.position[row] = np.iinfo(np.int64).max  # a new episode starts a new chunk
         seed = reset_seed(self.seed, self.row_seeds[row], self.episode_count[row])
         return reset_env(self.envs[row], seed)
+
+    def state(self) -> dict:
+        """The host state to resume from (JSON-able): per-row counters and pending chunks
+        (`ROW_STATE`, lists of R), every finished episode (`episode_arrays`' lists) and the
+        logging window's start. The environments' state is the episodes' (see `resume`)."""
+        rows = {name: np.asarray(getattr(self, name)).tolist() for name in ROW_STATE}
+        episodes = {name: values.tolist() for name, values in self.episode_arrays().items()}
+        return dict(rows, episodes=episodes, window_start=self.window_start)
+
+    def resume(self, saved: dict, online: dict) -> None:
+        """Continue from `saved` (`state()`), with every row's env in its saved state.
+
+        Each row's env is reset with its current episode's seed and re-stepped with that
+        episode's actions, the last `ep_length` transitions of the row; MuJoCo is deterministic,
+        so this reaches the saved state, which the episode's last stored observation confirms.
+
+        Args:
+          saved: a `state()`.
+          online: the rows' online transitions in insertion order, numpy leaves (R, n, ...)
+            (`filled_replays`).
+        Raises:
+          CheckpointError when a re-stepped environment does not give the stored observation.
+        """
+        for name in ROW_STATE:
+            setattr(self, name, np.asarray(saved[name], getattr(self, name).dtype))
+        self.episodes = {name: list(saved["episodes"][name]) for name in EPISODE_FIELDS}
+        self.window_start = saved["window_start"]
+        size = online["actions"].shape[1]
+        for r, env in enumerate(self.envs):
+            self.obs[r] = reset_env(
+                env, reset_seed(self.seed, self.row_seeds[r], self.episode_count[r])
+            )
+            for t in range(size - self.ep_length[r], size):
+                ob = env.step(online["actions"][r, t])[0]
+                self.obs[r] = np.asarray(ob, np.float32)
+            if self.ep_length[r] and not np.array_equal(
+                self.obs[r], online["next_observations"][r, size - 1]
+            ):
+                raise checkpoint.CheckpointError(
+                    f"row {r}'s environment does not reproduce its stored episode (replaying its "
+                    f"{self.ep_length[r]} actions gives another observation): the checkpoint was "
+                    "written with other MuJoCo / OGBench versions (provenance.json); use those, "
+                    "or delete the run's checkpoints/online to run the online stage anew"
+                )
 
     def window_statistics(self) -> dict[str, np.ndarray]:
         """Per-row (R,) means over the episodes that ended since the last call, then a new window.

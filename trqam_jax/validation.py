@@ -47,6 +47,7 @@ _AGENT_RULES = {
     "rho": (lambda v: v >= 0, ">= 0"),
     "tau": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "kl_budget": (lambda v: v > 0, "> 0"),
+    "kl_budget_online": (lambda v: v is None or v > 0, "> 0 (or None: the offline budget)"),
     "inv_temp": (lambda v: v > 0, "> 0"),
     "eta_lambda": (lambda v: v > 0, "> 0"),
     "kl_ema_coef": (lambda v: 0 < v <= 1, "in (0, 1]"),
