@@ -16,7 +16,8 @@ import argparse
 import re
 import sys
 
-from trqam_jax.data.datasets import DataError, resolve_data_dir
+from trqam_jax.data.datasets import resolve_data_dir
+from trqam_jax.data.errors import DataError
 from trqam_jax.data.fetch import DEFAULT_TIMEOUT_S, OFFICIAL_URL, fetch_dataset
 
 

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 from trqam_jax.data.generate import generate_dataset
 
 

@@ -15,7 +15,7 @@ import pytest
 from experiments import run as launcher_cli
 from tests.test_launcher import read_jsonl, tiny_run_config
 from trqam_jax import checkpoint, experiment, loop, run_dir
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 
 
 @pytest.fixture(scope="module")
