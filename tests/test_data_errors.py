@@ -2,12 +2,11 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.runs import run_module
 from trqam_jax.data import errors
 from trqam_jax.data.datasets import load_offline_data
 from trqam_jax.data.generate import write_npz
@@ -125,13 +124,11 @@ def test_unknown_environment_names(tmp_path, name, hint):
 
 
 def test_generator_cli_rejects_locomotion_with_nonzero_exit(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.make_dataset", "--env=antmaze-large-navigate-v0"]
-        + ["--episodes=1", f"--out={tmp_path}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "experiments.make_dataset",
+        "--env=antmaze-large-navigate-v0",
+        "--episodes=1",
+        f"--out={tmp_path}",
         timeout=120,
     )
     assert proc.returncode != 0

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import run as launcher_cli
-from tests.test_launcher import read_jsonl, tiny_run_config
+from tests.runs import read_jsonl, tiny_run_config
 from trqam_jax import checkpoint, experiment, loop, run_dir
 from trqam_jax.data.errors import DataError
 
