@@ -51,7 +51,8 @@ from benchmarks.common import RESULTS_DIR, device_info, device_label, write_resu
 from configs import trqam as trqam_config
 from trqam_jax import experiment, memory, train
 from trqam_jax.agents import bc, trqam
-from trqam_jax.data import datasets, generate, names
+from trqam_jax.data import generate, names
+from trqam_jax.data.provenance import provenance_path
 from trqam_jax.data.sampler import sample_chunks
 from trqam_jax.envs import make_env
 
@@ -341,7 +342,7 @@ def write_synthetic_dataset(out_dir: str, env_name: str, episodes: int, length: 
         arrays["actions"] = np.clip(arrays["actions"], -1.0, 1.0)
         arrays["terminals"] = np.arange(rows) % length == length - 1
         generate.write_npz(os.path.join(out_dir, f"{dataset}{suffix}.npz"), arrays)
-    with open(datasets.provenance_path(out_dir, dataset), "w") as f:
+    with open(provenance_path(out_dir, dataset), "w") as f:
         f.write('{"data_source": "generated", "method": "benchmarks.suite: random arrays"}\n')
     return {name: list(shape) for name, shape in shapes.items()}
 

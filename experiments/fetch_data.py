@@ -17,7 +17,8 @@ import re
 import sys
 
 from experiments import add_helpfull
-from trqam_jax.data.datasets import DataError, resolve_data_dir
+from trqam_jax.data.datasets import resolve_data_dir
+from trqam_jax.data.errors import DataError
 from trqam_jax.data.fetch import DEFAULT_TIMEOUT_S, OFFICIAL_URL, fetch_dataset
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 
 from experiments import add_helpfull
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 from trqam_jax.data.generate import generate_dataset
 
 

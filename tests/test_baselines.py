@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 
 from configs import domains
-from tests.tiny import ACTION_DIM, HORIZON, OBS_DIM, synthetic_batch
+from tests.numpy_nets import np_batch, np_critics, np_euler, np_flow_matching, np_mlp
+from tests.tiny import (
+    ACTION_DIM,
+    HORIZON,
+    OBS_DIM,
+    PUBLISHED_ORDER,
+    SMALL_NETS,
+    assert_rows_equal_separate_runs,
+    batch_of,
+    example_inputs,
+    fresh,
+)
 from trqam_jax.agents import adjoint_matching, bc, fql, get_agent, qam, qam_e, trqam
 
 D = HORIZON * ACTION_DIM
-TINY = dict(
-    actor_hidden_dims=(16,),
-    critic_hidden_dims=(16,),
-    num_qs=3,
-    flow_steps=3,
-    horizon=HORIZON,
-    batch_size=16,
-    lr=1e-3,
-)
 
 
 # One jitted function per agent: each static config then compiles once for the whole file.
@@ -30,105 +32,23 @@ SWEPT_UPDATE = {agent: jax.jit(jax.vmap(agent.update)) for agent in (fql, qam_e)
 
 def fql_tiny(preset="chunked", **overrides):
     config = importlib.import_module("configs.fql").fql_defaults(preset)
-    config.update(TINY, alpha=3.0)
+    config.update(SMALL_NETS, alpha=3.0)
     config.update(overrides)
     return config
 
 
 def qam_e_tiny(**overrides):
     config = importlib.import_module("configs.qam_e").get_config("puzzle-3x3-play").agent
-    config.update(TINY, inv_temp=1.0, edit_scale=0.3)
+    config.update(SMALL_NETS, inv_temp=1.0, edit_scale=0.3)
     config.update(overrides)
     return config
 
 
 def tr_tiny(name="trqam", **overrides):
     config = importlib.import_module(f"configs.{name}").get_config().agent
-    config.update(TINY)
+    config.update(SMALL_NETS)
     config.update(overrides)
     return config
-
-
-def examples(horizon=HORIZON):
-    return jnp.zeros(OBS_DIM), jnp.zeros((horizon, ACTION_DIM))
-
-
-_STATES = {}
-
-
-def fresh(agent, config, seed=0):
-    """`agent.init(PRNGKey(seed), config)`, built once per (agent, config, seed) for the file.
-
-    Eager flax inits cost seconds on a busy CPU; states are immutable, so sharing them is safe.
-    """
-    cache_key = (agent.__name__, config.to_json_best_effort(), seed)
-    if cache_key not in _STATES:
-        _STATES[cache_key] = agent.init(jax.random.PRNGKey(seed), config, *examples(config.horizon))
-    return _STATES[cache_key]
-
-
-@jax.jit
-def _batch(key):
-    return synthetic_batch(key, 16)
-
-
-def batch_of(key, horizon=HORIZON):
-    """tests/tiny.py's batch of 16, cut to `horizon` steps."""
-    batch = _batch(key)
-    return dict(batch, actions=batch["actions"][:, :horizon], valid=batch["valid"][:, :horizon])
-
-
-# ----- an independent float64 implementation of the networks and samplers -----
-
-
-def np_mlp(params, x):
-    """flax MLP (Dense -> tanh-GELU (-> LayerNorm) ..., Dense) in float64 numpy."""
-    layers = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
-    num_dense = sum(name.startswith("Dense") for name in layers)
-    x = np.asarray(x, np.float64)
-    for i in range(num_dense):
-        x = x @ layers[f"Dense_{i}"]["kernel"] + layers[f"Dense_{i}"]["bias"]
-        if i == num_dense - 1:
-            return x
-        x = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
-        if f"LayerNorm_{i}" in layers:
-            ln = layers[f"LayerNorm_{i}"]
-            mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-            x = (x - mu) / np.sqrt(var + 1e-6) * ln["scale"] + ln["bias"]
-    raise AssertionError("no Dense layers")
-
-
-def np_critics(params, obs, actions):
-    """(E, B) Q-values of an ensemble with a leading member axis."""
-    members = jax.tree.leaves(params)[0].shape[0]
-    inputs = np.concatenate([obs, actions], -1)
-    return np.stack(
-        [np_mlp(jax.tree.map(lambda a, e=e: a[e], params), inputs)[:, 0] for e in range(members)]
-    )
-
-
-def np_euler(params, obs, noise, steps):
-    x = np.asarray(noise, np.float64)
-    for k in range(steps):
-        t = np.full((x.shape[0], 1), k / steps)
-        x = x + np_mlp(params, np.concatenate([obs, x, t], -1)) / steps
-    return np.clip(x, -1.0, 1.0)
-
-
-def np_flow_matching(params, obs, actions, weights, key):
-    noise_key, time_key = jax.random.split(key)
-    x0 = np.asarray(jax.random.normal(noise_key, actions.shape), np.float64)
-    tau = np.asarray(jax.random.uniform(time_key, (actions.shape[0], 1)), np.float64)
-    x_tau = (1 - tau) * x0 + tau * actions
-    pred = np_mlp(params, np.concatenate([obs, x_tau, tau], -1))
-    return np.mean(weights * np.mean((pred - (actions - x0)) ** 2, -1))
-
-
-def np_batch(batch):
-    b = {k: np.asarray(v, np.float64) for k, v in batch.items()}
-    b["flat_actions"] = b["actions"].reshape(b["actions"].shape[0], -1)
-    b["weights"] = b["valid"][:, -1]
-    return b
 
 
 # ----- FQL -----
@@ -197,7 +117,7 @@ def test_fql_actor_terms_do_not_train_the_critic():
 
 def test_fql_config_rejects_an_unknown_target_aggregation():
     with pytest.raises(ValueError, match="q_agg"):
-        fql.fql_config(fql_tiny(q_agg="max"), *examples())
+        fql.fql_config(fql_tiny(q_agg="max"), *example_inputs())
 
 
 # ----- QAM-E -----
@@ -283,22 +203,9 @@ def _run(agent, state, steps, key):
 )
 def test_vmap_over_seeds_equals_separate_runs(agent, make, swept):
     """Rows of different seeds (and of a swept traced hyperparameter) run side by side."""
-    config = make()
-    singles = [fresh(agent, config, seed) for seed in (0, 1)]
-    singles[1] = singles[1].replace(hparams=dict(singles[1].hparams, **{swept: jnp.asarray(0.7)}))
-    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *singles)
-    for step in range(2):
-        step_keys = jax.random.split(jax.random.PRNGKey(step), 2)
-        batches = [batch_of(jax.random.fold_in(k, 1)) for k in step_keys]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
-        states, swept_metrics = SWEPT_UPDATE[agent](states, stacked, step_keys)
-        for i in range(2):
-            singles[i], metrics = UPDATE[agent](singles[i], batches[i], step_keys[i])
-            jax.tree.map(
-                lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=2e-4, atol=1e-5),
-                (states, swept_metrics),
-                (singles[i], metrics),
-            )
+    states, _ = assert_rows_equal_separate_runs(
+        UPDATE[agent], SWEPT_UPDATE[agent], agent, make(), swept, 0.7
+    )
     first = jax.tree.leaves(states.params)[0]
     assert not np.allclose(first[0], first[1])
 
@@ -358,19 +265,6 @@ def test_short_run_is_finite_and_acts_in_range(agent, make):
 
 # ----- configs -----
 
-ORDER = (
-    "antmaze-large-navigate",
-    "antmaze-giant-navigate",
-    "humanoidmaze-medium-navigate",
-    "humanoidmaze-large-navigate",
-    "cube-double-play",
-    "cube-triple-play",
-    "cube-quadruple-play",
-    "scene-play",
-    "puzzle-3x3-play",
-    "puzzle-4x4-play",
-)
-
 
 def test_per_domain_values_are_the_published_ones():
     """The issue's table (QAM paper for QAM / QAM-E / chunked FQL; FQL paper for the original)."""
@@ -380,7 +274,7 @@ def test_per_domain_values_are_the_published_ones():
     chunked_alpha = (3, 3, 30, 30, 300, 30, 100, 300, 300, 1)
     original_alpha = (10, 10, 30, 30, 300, 300, 300, 300, 1000, 1000)
     load = lambda name, domain: importlib.import_module(f"configs.{name}").get_config(domain)
-    for i, domain in enumerate(ORDER):
+    for i, domain in enumerate(PUBLISHED_ORDER):
         assert load("qam", domain).agent.inv_temp == qam_inv_temp[i]
         edit = load("qam_e", domain).agent
         assert (edit.inv_temp, edit.edit_scale) == qam_e_values[i]

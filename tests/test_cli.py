@@ -15,7 +15,7 @@ import pytest
 from configs.run_defaults import field_meanings
 from experiments import fetch_data, make_dataset, report
 from experiments import run as cli
-from tests.test_launcher import tiny_run_config
+from tests.runs import tiny_run_config
 from trqam_jax import experiment, run_dir
 from trqam_jax.data.datasets import DataError
 from trqam_jax.envs import make_env

@@ -7,7 +7,7 @@ import numpy as np
 import ogbench
 import pytest
 
-from trqam_jax.data import datasets
+from trqam_jax.data import datasets, options
 from trqam_jax.data.datasets import load_offline_data
 
 ENV = "cube-double-play-singletask-task{}-v0"
@@ -33,7 +33,7 @@ def test_layout_and_provenance(task4, tiny_dataset_dir):
     file = raw(tiny_dataset_dir)
     n = len(file["terminals"]) - 2  # two episodes, one dropped final state each
     assert train["observations"].shape == (n, 37) and train["actions"].shape == (n, 5)
-    for k in datasets.FIELDS:
+    for k in options.FIELDS:
         assert train[k].dtype == np.float32 and len(train[k]) == n, k
     # OGBench meaning: terminal 1.0 at the last transition of each episode.
     np.testing.assert_array_equal(np.flatnonzero(train["terminals"]), [148, 297])
@@ -79,7 +79,7 @@ def test_validation_file_is_read_only_when_asked(tiny_dataset_dir, task4):
     assert data.val is None and data.provenance["val_transitions"] is None
     assert data.provenance["files"] == ["cube-double-play-v0.npz"]
     assert task4.provenance["val_transitions"] == len(task4.val["rewards"])
-    for k in datasets.FIELDS:  # the same training arrays as when the pair is read
+    for k in options.FIELDS:  # the same training arrays as when the pair is read
         assert data.train[k].dtype == task4.train[k].dtype
         np.testing.assert_array_equal(data.train[k], task4.train[k])
 
@@ -97,7 +97,7 @@ def test_sparse_rewards(tiny_dataset_dir, task4):
     np.testing.assert_array_equal(sparse["rewards"], np.full_like(dense, -1.0))
     np.testing.assert_array_equal(sparse["masks"], task4.train["masks"])
     np.testing.assert_array_equal(
-        datasets.sparsify_rewards(np.array([-3.0, -1.0, 0.0, -2.0])), [-1.0, -1.0, 0.0, -1.0]
+        options.sparsify_rewards(np.array([-3.0, -1.0, 0.0, -2.0])), [-1.0, -1.0, 0.0, -1.0]
     )
 
 

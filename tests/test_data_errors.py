@@ -2,13 +2,12 @@
 
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from trqam_jax.data import datasets
+from tests.runs import run_module
+from trqam_jax.data import errors
 from trqam_jax.data.datasets import load_offline_data
 from trqam_jax.data.generate import write_npz
 
@@ -31,7 +30,7 @@ def rewrite(path, edit):
 
 
 def test_missing_files_name_paths_and_both_remedies(tmp_path):
-    with pytest.raises(datasets.DatasetNotFoundError) as err:
+    with pytest.raises(errors.DatasetNotFoundError) as err:
         load_offline_data(ENV, str(tmp_path))
     msg = str(err.value)
     assert str(tmp_path / TRAIN) in msg and str(tmp_path / VAL) in msg
@@ -41,7 +40,7 @@ def test_missing_files_name_paths_and_both_remedies(tmp_path):
 
 
 def test_missing_locomotion_files_say_download_only(tmp_path):
-    with pytest.raises(datasets.DatasetNotFoundError) as err:
+    with pytest.raises(errors.DatasetNotFoundError) as err:
         load_offline_data("antmaze-large-navigate-singletask-task1-v0", str(tmp_path))
     msg = str(err.value)
     assert "antmaze-large-navigate-v0.npz" in msg and "cannot be generated" in msg
@@ -50,7 +49,7 @@ def test_missing_locomotion_files_say_download_only(tmp_path):
 
 def test_missing_validation_file(copy_dir):
     os.remove(copy_dir / VAL)
-    with pytest.raises(datasets.DatasetNotFoundError, match="-val.npz"):
+    with pytest.raises(errors.DatasetNotFoundError, match="-val.npz"):
         load_offline_data(ENV, str(copy_dir))
 
 
@@ -58,7 +57,7 @@ def test_truncated_npz(copy_dir):
     path = copy_dir / TRAIN
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(datasets.CorruptDatasetError, match="truncated or corrupt") as err:
+    with pytest.raises(errors.CorruptDatasetError, match="truncated or corrupt") as err:
         load_offline_data(ENV, str(copy_dir))
     assert str(path) in str(err.value) and "make_dataset" in str(err.value)
 
@@ -69,7 +68,7 @@ def test_corrupt_npz_member(copy_dir):
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(64)  # damage compressed data, keep the zip directory
     path.write_bytes(bytes(data))
-    with pytest.raises(datasets.CorruptDatasetError, match="truncated or corrupt"):
+    with pytest.raises(errors.CorruptDatasetError, match="truncated or corrupt"):
         load_offline_data(ENV, str(copy_dir))
 
 
@@ -80,7 +79,7 @@ def test_nonfinite_values_name_field_and_first_row(copy_dir, field, row, value):
         arrays[field][row + 5, 0] = value
 
     rewrite(copy_dir / VAL, poison)
-    with pytest.raises(datasets.NonFiniteDataError) as err:
+    with pytest.raises(errors.NonFiniteDataError) as err:
         load_offline_data(ENV, str(copy_dir), with_val=True)
     msg = str(err.value)
     assert f"field '{field}'" in msg and f"at row {row} " in msg and "2 bad rows" in msg
@@ -89,7 +88,7 @@ def test_nonfinite_values_name_field_and_first_row(copy_dir, field, row, value):
 
 def test_missing_array(copy_dir):
     rewrite(copy_dir / TRAIN, lambda a: a.pop("qpos"))
-    with pytest.raises(datasets.CorruptDatasetError, match=r"lacks the arrays \['qpos'\]"):
+    with pytest.raises(errors.CorruptDatasetError, match=r"lacks the arrays \['qpos'\]"):
         load_offline_data(ENV, str(copy_dir))
 
 
@@ -99,14 +98,14 @@ def test_cut_off_last_episode(copy_dir):
             arrays[k] = arrays[k][:-10]
 
     rewrite(copy_dir / TRAIN, cut)
-    with pytest.raises(datasets.CorruptDatasetError, match="no end marker"):
+    with pytest.raises(errors.CorruptDatasetError, match="no end marker"):
         load_offline_data(ENV, str(copy_dir))
 
 
 def test_file_of_another_environment(copy_dir):
     for name in (TRAIN, VAL):
         os.rename(copy_dir / name, copy_dir / name.replace("double", "triple"))
-    with pytest.raises(datasets.CorruptDatasetError, match="different environment"):
+    with pytest.raises(errors.CorruptDatasetError, match="different environment"):
         load_offline_data("cube-triple-play-singletask-task1-v0", str(copy_dir))
 
 
@@ -119,19 +118,17 @@ def test_file_of_another_environment(copy_dir):
     ],
 )
 def test_unknown_environment_names(tmp_path, name, hint):
-    with pytest.raises(datasets.UnknownEnvironmentError) as err:
+    with pytest.raises(errors.UnknownEnvironmentError) as err:
         load_offline_data(name, str(tmp_path))
     assert name in str(err.value) and hint in str(err.value)
 
 
 def test_generator_cli_rejects_locomotion_with_nonzero_exit(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments.make_dataset", "--env=antmaze-large-navigate-v0"]
-        + ["--episodes=1", f"--out={tmp_path}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
+    proc = run_module(
+        "experiments.make_dataset",
+        "--env=antmaze-large-navigate-v0",
+        "--episodes=1",
+        f"--out={tmp_path}",
         timeout=120,
     )
     assert proc.returncode != 0

@@ -11,7 +11,7 @@ from conftest import TINY
 
 from experiments import make_dataset
 from trqam_jax.data import generate
-from trqam_jax.data.datasets import LocomotionGenerationError, UnknownEnvironmentError
+from trqam_jax.data.errors import LocomotionGenerationError, UnknownEnvironmentError
 
 
 def sha256(path):

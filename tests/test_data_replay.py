@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_data_sampler import hand_built_data, reference_chunk
 
+from tests.chunks import hand_built_data, reference_chunk
 from trqam_jax.data import replay
 from trqam_jax.data.sampler import sample_chunks
 

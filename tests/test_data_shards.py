@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from trqam_jax.data import datasets, shards
-from trqam_jax.data.datasets import CorruptDatasetError, load_offline_data
+from trqam_jax.data import datasets, options, shards
+from trqam_jax.data.datasets import load_offline_data
+from trqam_jax.data.errors import CorruptDatasetError
 from trqam_jax.data.sampler import sample_chunks
 
 ENV = "cube-double-play-singletask-task2-v0"
@@ -148,8 +149,8 @@ def test_generated_shards_load_and_rotate(tiny_shard_dir):
         assert rot.rows == 39
         np.testing.assert_array_equal(rot.current[0]["observations"], offline.train["observations"])
         data, size = rot.advance()
-        direct = datasets.postprocess(datasets.load_shard(offline.shard_paths[1], env, offline.env))
-        for k in datasets.FIELDS:
+        direct = options.postprocess(datasets.load_shard(offline.shard_paths[1], env, offline.env))
+        for k in options.FIELDS:
             np.testing.assert_array_equal(data[k], direct[k])
         assert not np.array_equal(data["observations"], offline.train["observations"])
         assert int(size) == 39

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from experiments import fetch_data
-from trqam_jax.data import datasets
+from trqam_jax.data import provenance
+from trqam_jax.data.errors import UnknownEnvironmentError
 from trqam_jax.data.fetch import FetchError, fetch_dataset
 
 NAME = "cube-double-play-v0"
@@ -108,7 +109,7 @@ def refused_url() -> str:
 
 
 def record_of(directory) -> dict:
-    with open(datasets.provenance_path(str(directory), NAME)) as f:
+    with open(provenance.provenance_path(str(directory), NAME)) as f:
         return json.load(f)
 
 
@@ -127,7 +128,7 @@ def test_clean_download_writes_the_files_and_an_official_record(tmp_path, serve)
         for name, data in FILES.items()
     ]
     # The loader labels the directory official, and keeps the record as the download's.
-    assert datasets.data_source_of(datasets.read_provenance(str(tmp_path), NAME)) == "official"
+    assert provenance.data_source_of(provenance.read_provenance(str(tmp_path), NAME)) == "official"
 
 
 def test_resume_asks_only_for_the_rest(tmp_path, serve):
@@ -207,7 +208,7 @@ def test_complete_files_are_kept_and_never_overwritten(tmp_path, serve):
 
 
 def test_generated_data_is_not_mixed_with_official(tmp_path, serve):
-    path = datasets.provenance_path(str(tmp_path), NAME)
+    path = provenance.provenance_path(str(tmp_path), NAME)
     with open(path, "w") as f:
         json.dump({"data_source": "generated"}, f)
     with pytest.raises(FetchError, match="as generated"):
@@ -226,9 +227,9 @@ def test_all_sources_down_says_what_to_do_by_hand(tmp_path, serve, capsys):
         assert os.path.join(str(tmp_path), name) in err
     assert "Connection refused" in err and "404" in err
     assert "by hand" in err and "rerun" in err and "make_dataset" in err
-    assert not os.path.exists(datasets.provenance_path(str(tmp_path), NAME))  # nothing arrived
+    assert not os.path.exists(provenance.provenance_path(str(tmp_path), NAME))  # nothing arrived
 
 
 def test_unknown_dataset_names_the_close_ones(tmp_path):
-    with pytest.raises(datasets.UnknownEnvironmentError, match="cube-double-play-v0"):
+    with pytest.raises(UnknownEnvironmentError, match="cube-double-play-v0"):
         fetch_dataset("cube-dubble-play-v0", str(tmp_path), sources=[refused_url()])

@@ -1,5 +1,5 @@
 """The known-answer problem's closed forms against samples and the library's own pieces, and a
-short run of the experiment's part 1 against its lambda* (experiments/known_answer.py)."""
+short run of the experiment's part 1 against its lambda* (trqam_jax/known_answer/)."""
 
 import dataclasses
 
@@ -8,13 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import known_answer as ka
+from experiments import known_answer as cli
 from trqam_jax import gaussian_tilt as gt
 from trqam_jax.adjoint import lean_adjoint, terminal_adjoint
 from trqam_jax.flow import euler_sample, flow_times
+from trqam_jax.known_answer.core import run_core, warm_start
+from trqam_jax.known_answer.problem import PROBLEM, Settings
+from trqam_jax.known_answer.records import VARIANTS, core_records, fit_quadratic
 from trqam_jax.sde import final_step, noise_scale_sq, sde_rollout
 
-PROBLEM = ka.PROBLEM
 BASE = gt.Moments(PROBLEM.mu0, PROBLEM.cov0)
 LAM_SCALE = 3.0
 
@@ -157,14 +159,14 @@ def test_discrete_fixed_point_converges_to_the_tilt():
     assert gaps[0][1] > gaps[1][1] > gaps[2][1] and gaps[2][1] < 0.002
     # Every variant of the scheme moves the answer (each choice it isolates is live).
     reference = gt.lambda_star_discrete(PROBLEM, 0.3, LAM_SCALE, 10)
-    for scheme in ka.VARIANTS.values():
+    for scheme in VARIANTS.values():
         if scheme != gt.REFERENCE:
             assert gt.lambda_star_discrete(PROBLEM, 0.3, LAM_SCALE, 10, scheme) != reference
 
 
 def test_fit_quadratic_recovers_the_critic():
     points = _base_samples(500, 4)
-    a_star, hess, rms = ka.fit_quadratic(points, gt.q_values(PROBLEM, points) + 0.7)
+    a_star, hess, rms = fit_quadratic(points, gt.q_values(PROBLEM, points) + 0.7)
     np.testing.assert_allclose(a_star, PROBLEM.a_star, atol=1e-8)
     np.testing.assert_allclose(hess, PROBLEM.hess, atol=1e-8)
     assert rms < 1e-10
@@ -177,7 +179,7 @@ def test_short_part1_run_settles_at_the_schemes_lambda_star():
     a Gaussian KL of 0.02 of that fixed point's. Short, so the dual step is 0.02 (the default
     run's 0.01 needs ~1500 steps at eps = 0.3)."""
     s = dataclasses.replace(
-        ka.Settings(),
+        Settings(),
         budgets=(0.3, 1.0),
         betas=(),
         flow_steps=(10,),
@@ -187,10 +189,10 @@ def test_short_part1_run_settles_at_the_schemes_lambda_star():
         eval_samples=2048,
         knn_samples=256,
     )
-    fine0, warm_mse = ka.warm_start(s, jax.random.PRNGKey(0))
+    fine0, warm_mse = warm_start(s, jax.random.PRNGKey(0))
     assert warm_mse < 0.02
-    curves, laws, base_laws = ka.run_core(10, s, fine0, jax.random.PRNGKey(1))
-    records = ka.core_records(s, 10, curves, laws, base_laws)
+    curves, laws, base_laws = run_core(10, s, fine0, jax.random.PRNGKey(1))
+    records = core_records(s, 10, curves, laws, base_laws)
     for r in records:
         assert r["lambda"] == pytest.approx(r["lambda_star_discrete"], rel=0.1), r
         assert r["kl_estimate"] == pytest.approx(r["budget"], rel=0.1)
@@ -200,4 +202,4 @@ def test_short_part1_run_settles_at_the_schemes_lambda_star():
 
 def test_cli_rejects_steps_off_the_logging_grid():
     with pytest.raises(SystemExit):
-        ka.parse_args(["--out", "/tmp/x", "--steps", "1005"])
+        cli.parse_args(["--out", "/tmp/x", "--steps", "1005"])

@@ -9,48 +9,12 @@ import textwrap
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from configs.trqam import get_config
 from experiments import report
+from tests.runs import ROOT, final_params, read_jsonl, tiny_run_config
 from trqam_jax import checkpoint, memory, validation
 from trqam_jax import experiment as launcher
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_run_config(data_dir, run_dir, get=get_config, **overrides):
-    """`get("cube-double-play")` (a configs/<agent>.py) shrunk to 2x16 networks and 20 steps."""
-    config = get("cube-double-play")
-    config.agent.update(
-        actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), num_qs=2, batch_size=8
-    )
-    config.update(
-        dataset_dir=data_dir,
-        run_dir=str(run_dir),
-        seeds=2,
-        bc_steps=0,
-        offline_steps=20,
-        steps_per_call=10,
-        log_interval=10,
-        eval_interval=20,
-        save_interval=10,
-        eval_episodes=0,
-    )
-    config.update(overrides)
-    return config
-
-
-def final_params(run_dir):
-    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints", "offline")))
-    raw = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
-    return mngr.latest_step(), raw["params"]
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 def test_interrupted_and_resumed_run_equals_straight_run(tiny_dataset_dir, tmp_path):
@@ -169,7 +133,7 @@ _SHARDED_RUN = textwrap.dedent(
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
     sys.path.insert(0, sys.argv[4])
-    from tests.test_launcher import tiny_run_config
+    from tests.runs import tiny_run_config
     from trqam_jax import experiment as launcher
     import jax
     assert len(jax.devices()) == int(sys.argv[1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.test_launcher import read_jsonl, tiny_run_config
+from tests.runs import read_jsonl, tiny_run_config
 from trqam_jax import experiment, loggers, run_dir
 
 

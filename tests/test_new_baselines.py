@@ -10,20 +10,19 @@ import pytest
 
 from configs import domains
 from experiments import report
-from tests.test_baselines import (
-    ORDER,
-    TINY,
-    D,
+from tests.numpy_nets import np_batch, np_critics, np_euler, np_flow_matching, np_mlp
+from tests.runs import final_params, tiny_run_config
+from tests.tiny import (
+    ACTION_DIM,
+    HORIZON,
+    OBS_DIM,
+    PUBLISHED_ORDER,
+    SMALL_NETS,
+    assert_rows_equal_separate_runs,
     batch_of,
+    example_inputs,
     fresh,
-    np_batch,
-    np_critics,
-    np_euler,
-    np_flow_matching,
-    np_mlp,
 )
-from tests.test_launcher import final_params, tiny_run_config
-from tests.tiny import ACTION_DIM, HORIZON, OBS_DIM
 from trqam_jax import experiment as launcher
 from trqam_jax.agents import bc, cgql, dsrl, get_agent, ifql
 from trqam_jax.agents.common import sample_field
@@ -35,12 +34,13 @@ SWEPT_UPDATE = {agent: jax.jit(jax.vmap(agent.update)) for agent in AGENTS}
 # Jitted once per agent: an eager `act` would compile its flow scan anew at every call.
 ACT = {agent: jax.jit(agent.act) for agent in AGENTS}
 B = 16
+D = HORIZON * ACTION_DIM
 
 
 def tiny(name, domain="cube-double-play", **overrides):
-    """configs/<name>.py on `domain`, shrunk to tests/test_baselines.py's tiny networks."""
+    """configs/<name>.py on `domain`, shrunk to tests/tiny.py's small networks."""
     config = importlib.import_module(f"configs.{name}").get_config(domain).agent
-    config.update(TINY)
+    config.update(SMALL_NETS)
     if name == "ifql":
         config.num_samples = 4
     config.update(overrides)
@@ -110,7 +110,7 @@ def np_expectile(values, kappa):
 def test_ifql_value_converges_to_the_expectile_of_the_target_q():
     """At one state, V minimising L_V is the kappa-expectile of the pessimistic Q over A."""
     config = tiny("ifql", kappa=0.9)
-    cfg, state = ifql.ifql_config(config, *examples()), fresh(ifql, config)
+    cfg, state = ifql.ifql_config(config, *example_inputs()), fresh(ifql, config)
     n = 64
     obs = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(3), (OBS_DIM,)), (n, OBS_DIM))
     actions = jax.random.uniform(jax.random.PRNGKey(4), (n, D), minval=-1, maxval=1)
@@ -323,30 +323,14 @@ SWEPT = {ifql: ("kappa", 0.6), dsrl: ("noise_scale", 0.5), cgql: ("guidance_coef
 IDS = ["ifql", "dsrl", "cgql"]
 
 
-def examples():
-    return jnp.zeros(OBS_DIM), jnp.zeros((HORIZON, ACTION_DIM))
-
-
 @pytest.mark.parametrize("agent", AGENTS, ids=IDS)
 def test_vmap_over_rows_equals_separate_runs(agent):
     """Rows of different seeds and of a different swept traced value run side by side."""
     config = tiny(agent.__name__.split(".")[-1])
     name, value = SWEPT[agent]
-    singles = [fresh(agent, config, seed) for seed in (0, 1)]
-    singles[1] = singles[1].replace(hparams=dict(singles[1].hparams, **{name: jnp.asarray(value)}))
-    states = jax.tree.map(lambda *leaves: jnp.stack(leaves), *singles)
-    for step in range(2):
-        step_keys = jax.random.split(jax.random.PRNGKey(step), 2)
-        batches = [batch_of(jax.random.fold_in(k, 1)) for k in step_keys]
-        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
-        states, swept_metrics = SWEPT_UPDATE[agent](states, stacked, step_keys)
-        for i in range(2):
-            singles[i], metrics = UPDATE[agent](singles[i], batches[i], step_keys[i])
-            jax.tree.map(
-                lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=2e-4, atol=1e-5),
-                (states, swept_metrics),
-                (singles[i], metrics),
-            )
+    _, swept_metrics = assert_rows_equal_separate_runs(
+        UPDATE[agent], SWEPT_UPDATE[agent], agent, config, name, value
+    )
     np.testing.assert_allclose(swept_metrics[name], [config[name], value], rtol=1e-6)
 
 
@@ -393,7 +377,7 @@ def test_bc_checkpoint_loads_into_each_agent():
 
 
 def test_per_domain_values_are_the_published_ones():
-    """The QAM paper's tables (its code's experiments/reproduce.py), in ORDER."""
+    """The QAM paper's tables (its code's experiments/reproduce.py), in PUBLISHED_ORDER."""
     kappa = (0.9, 0.8, 0.7, 0.8, 0.9, 0.95, 0.95, 0.9, 0.95, 0.9)
     noise_scale = (0.8, 1.2, 0.6, 0.8, 1.0, 1.4, 1.4, 0.4, 1.0, 1.0)
     linex = ((0.1, 0.001), (0.1, 0.001), (0.1, 0.1), (0.1, 0.1), (0.01, 0.001), (0.1, 0.001))
@@ -401,7 +385,7 @@ def test_per_domain_values_are_the_published_ones():
     mse_noisy = (0.1, 0.001, 0.1, 0.1, 0.001, 0.001, 0.1, 0.1, 0.1, 0.001)
     simple_guidance = (0.1, 0.1, 0.01, 0.01, 0.01, 0.1, 0.1, 0.1, 0.1, 0.1)
     load = lambda name, arg: importlib.import_module(f"configs.{name}").get_config(arg)
-    for i, domain in enumerate(ORDER):
+    for i, domain in enumerate(PUBLISHED_ORDER):
         assert load("ifql", domain).agent.kappa == kappa[i]
         assert load("dsrl", domain).agent.noise_scale == noise_scale[i]
         cgql_l = load("cgql", domain)
@@ -417,9 +401,9 @@ def test_per_domain_values_are_the_published_ones():
     with pytest.raises(ValueError, match="CGQL variant"):
         domains.cgql_overrides("cube-double-play", "bogus")
     with pytest.raises(ValueError, match="mode"):
-        cgql.cgql_config(tiny("cgql", mode="bogus"), *examples())
+        cgql.cgql_config(tiny("cgql", mode="bogus"), *example_inputs())
     with pytest.raises(ValueError, match="kappa"):
-        ifql.ifql_config(tiny("ifql", kappa=1.0), *examples())
+        ifql.ifql_config(tiny("ifql", kappa=1.0), *example_inputs())
     # The launcher refuses them before any work, naming the field.
     for name, field, bad in (("ifql", "kappa", 1.0), ("dsrl", "noise_scale", 0.0)):
         run = load(name, "cube-double-play")

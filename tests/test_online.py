@@ -13,7 +13,7 @@ from configs.trqam import get_config
 from tests.tiny import tiny_config
 from trqam_jax import loop, online, train
 from trqam_jax.agents import trqam
-from trqam_jax.data.datasets import load_offline_data, sparsify_rewards
+from trqam_jax.data import load_offline_data, sparsify_rewards
 from trqam_jax.envs import make_envs
 
 ENV = "cube-double-play-singletask-task1-v0"

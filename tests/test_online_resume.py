@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs.trqam import get_config
-from tests.test_launcher import ROOT, tiny_run_config
+from tests.runs import ROOT, tiny_run_config
 from tests.test_online import HORIZON, ROWS, SEED, UTD, setup  # noqa: F401
 from tests.tiny import tiny_config
 from trqam_jax import checkpoint, loop, online, train

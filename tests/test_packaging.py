@@ -14,7 +14,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runs import ROOT
+
 # Tree entries a build never needs (large or local); tests/ and benchmarks/ stay, to check that
 # the package leaves them out.
 LOCAL_ONLY = {".git", ".venv", "runs", "data", "build", ".pytest_cache", ".ruff_cache"}
@@ -22,7 +23,7 @@ PACKAGES = ("trqam_jax", "configs", "experiments")
 
 
 def pyproject() -> dict:
-    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)
 
 
@@ -41,7 +42,7 @@ def test_pyproject_and_requirements_agree():
     optional = requirements([r for extra, reqs in extras.items() if extra != "dev" for r in reqs])
     dev = requirements(extras["dev"])
     backend = requirements(meta["build-system"]["requires"])
-    with open(os.path.join(REPO, "requirements.txt")) as f:
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
         pinned = requirements(f)
 
     used = runtime.keys() | optional.keys()
@@ -99,7 +100,7 @@ def venv(tmp_path_factory):
     python = os.path.join(root, "bin", "python")
     pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     offline = ["--no-deps", "--no-build-isolation", "--no-index"]
-    subprocess.run([*pip, "install", "-q", *offline, "-e", REPO], check=True, env=clean_env())
+    subprocess.run([*pip, "install", "-q", *offline, "-e", ROOT], check=True, env=clean_env())
     return root
 
 
@@ -139,9 +140,9 @@ def test_wheel_holds_the_packages_and_their_data(tmp_path):
     require_offline_backend()
     source = tmp_path / "src"
     skip = lambda folder, entries: [
-        e for e in entries if (folder == REPO and e in LOCAL_ONLY) or e == "__pycache__"
+        e for e in entries if (folder == ROOT and e in LOCAL_ONLY) or e == "__pycache__"
     ]
-    shutil.copytree(REPO, source, ignore=skip)  # setuptools writes build/ into the source tree
+    shutil.copytree(ROOT, source, ignore=skip)  # setuptools writes build/ into the source tree
     subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "-q", "--no-deps"]
         + ["--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist"), str(source)],

@@ -22,12 +22,10 @@ import numpy as np
 import optax
 import pytest
 
-from tests.test_launcher import final_params, tiny_run_config
-from tests.tiny import tiny_config
+from tests.runs import final_params, tiny_run_config
+from tests.tiny import ACTION_DIM, HORIZON, OBS_DIM, example_inputs, tiny_config
 from trqam_jax import checkpoint, experiment, networks, reference_checkpoint, train
 from trqam_jax.agents import common
-
-OBS_DIM, HORIZON, ACTION_DIM = 6, 3, 2
 
 
 @flax.struct.dataclass
@@ -147,10 +145,6 @@ def init_from_config(init_from, **agent_overrides):
     return ml_collections.ConfigDict({"init_from": str(init_from), "agent": agent})
 
 
-def examples(horizon=HORIZON):
-    return jnp.zeros(OBS_DIM), jnp.zeros((horizon, ACTION_DIM))
-
-
 @pytest.mark.parametrize(
     "layer_norm, as_jax, protocol",
     [(False, True, pickle.DEFAULT_PROTOCOL), (True, True, 2), (True, False, 5)],
@@ -163,7 +157,7 @@ def test_loaded_field_is_the_reference_actor(tmp_path, capsys, layer_norm, as_ja
     mlp = write_reference_checkpoint(tmp_path, 20000, **kwargs)  # the largest step, not "3000"
     rows = train.make_rows(3, {})
     config = init_from_config(tmp_path, actor_layer_norm=layer_norm)
-    base = experiment.loaded_base(config, rows, examples())
+    base = experiment.loaded_base(config, rows, example_inputs())
     said = capsys.readouterr().out
     assert "modules_actor_slow from params_20000.pkl (step 20000, the largest step of 3)" in said
 
@@ -180,15 +174,17 @@ def test_loaded_field_is_the_reference_actor(tmp_path, capsys, layer_norm, as_ja
 
     # The file itself loads the same field as its directory.
     config.init_from = str(tmp_path / "params_20000.pkl")
-    from_file = experiment.loaded_base(config, rows, examples())
+    from_file = experiment.loaded_base(config, rows, example_inputs())
     jax.tree.map(np.testing.assert_array_equal, from_file, base)
 
 
 def test_chunks_follow_the_reference_flattening(tmp_path):
     """Our policy's (H, A) chunk k is the reference's flat actions [k A, (k + 1) A)."""
     mlp = write_reference_checkpoint(tmp_path, 5)
-    base = experiment.loaded_base(init_from_config(tmp_path), train.make_rows(1, {}), examples())
-    cfg = common.from_config(common.SharedConfig, tiny_config(horizon=HORIZON), *examples())
+    base = experiment.loaded_base(
+        init_from_config(tmp_path), train.make_rows(1, {}), example_inputs()
+    )
+    cfg = common.from_config(common.SharedConfig, tiny_config(horizon=HORIZON), *example_inputs())
     obs = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (4, OBS_DIM)))
     key = jax.random.PRNGKey(2)
     got = common.flow_policy(cfg, jax.tree.map(lambda leaf: leaf[0], base), obs, key)
@@ -233,20 +229,20 @@ def test_other_layout_or_a_truncated_file_is_refused(tmp_path):
         pickle.dump({"params": {"Dense_0": np.zeros((3, 3), np.float32)}}, f)
     config = init_from_config(tmp_path / "params_1.pkl")
     with pytest.raises(checkpoint.CheckpointError, match=r"expected \['agent'\]\['network'\]"):
-        experiment.loaded_base(config, train.make_rows(1, {}), examples())
+        experiment.loaded_base(config, train.make_rows(1, {}), example_inputs())
     write_reference_checkpoint(tmp_path / "cut", 2)
     path = tmp_path / "cut" / "params_2.pkl"
     path.write_bytes(path.read_bytes()[:-100])  # as if the download stopped early
     config.init_from = str(path)
     with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint pickle"):
-        experiment.loaded_base(config, train.make_rows(1, {}), examples())
+        experiment.loaded_base(config, train.make_rows(1, {}), example_inputs())
 
 
 def test_other_shapes_name_the_layers_and_the_settings_that_fit(tmp_path):
     write_reference_checkpoint(tmp_path, 7, hidden=(16, 16, 16), layer_norm=True, horizon=4)
     config = init_from_config(tmp_path, horizon=2)  # 2x32, no layer norm, H = 2
     with pytest.raises(checkpoint.CheckpointError, match="other shapes") as err:
-        experiment.loaded_base(config, train.make_rows(1, {}), examples(horizon=2))
+        experiment.loaded_base(config, train.make_rows(1, {}), example_inputs(horizon=2))
     message = str(err.value)
     assert "checkpoint 15x16 16x16 16x16 16x8" in message  # 6 + 8 + 1 inputs, chunks of 8
     assert "this run 11x32 32x32 32x4" in message
@@ -255,7 +251,7 @@ def test_other_shapes_name_the_layers_and_the_settings_that_fit(tmp_path):
     assert "observations" not in message  # same domain: only the settings differ
     os.remove(tmp_path / "flags.json")  # optional: without it the rest of the message stands
     with pytest.raises(checkpoint.CheckpointError, match="set agent.horizon to fit$") as err:
-        experiment.loaded_base(config, train.make_rows(1, {}), examples(horizon=2))
+        experiment.loaded_base(config, train.make_rows(1, {}), example_inputs(horizon=2))
     assert "flags.json" not in str(err.value)
 
 

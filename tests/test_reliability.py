@@ -12,9 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.test_launcher import read_jsonl, tiny_run_config
+from tests.runs import read_jsonl, tiny_run_config
 from trqam_jax import checkpoint, experiment, loop, run_dir
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import norm
 
-from experiments import stability
 from trqam_jax import bandit
+from trqam_jax.stability.experiment import finetune, pretrain
+from trqam_jax.stability.settings import Settings
+from trqam_jax.stability.tables import tail_mean
 
 SPEC = bandit.BanditSpec()
 
@@ -77,7 +79,7 @@ def test_trqam_tracks_each_budget_in_a_short_run():
     Short (600 steps), so the dual step is 0.05 rather than the default run's 0.01.
     """
     s = dataclasses.replace(
-        stability.Settings(),
+        Settings(),
         budgets=(0.3, 1.0),
         seeds=1,
         bc_steps=300,
@@ -89,10 +91,8 @@ def test_trqam_tracks_each_budget_in_a_short_run():
     )
     spec = bandit.BanditSpec(critic_error=s.critic_error)
     dataset = bandit.make_dataset(spec, jax.random.PRNGKey(0), s.dataset_size)
-    bases, _ = stability.pretrain(s, dataset, jax.random.split(jax.random.PRNGKey(1), s.seeds))
-    train, evals = stability.finetune(
-        "trqam", s, spec, dataset, bases, s.budgets, jax.random.PRNGKey(2)
-    )
-    settled = stability.tail_mean(train["kl_ema"])[:, 0]
+    bases, _ = pretrain(s, dataset, jax.random.split(jax.random.PRNGKey(1), s.seeds))
+    train, evals = finetune("trqam", s, spec, dataset, bases, s.budgets, jax.random.PRNGKey(2))
+    settled = tail_mean(train["kl_ema"])[:, 0]
     np.testing.assert_allclose(settled, s.budgets, rtol=0.3)
     assert all(np.all(np.isfinite(v)) for v in evals.values())

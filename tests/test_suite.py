@@ -3,15 +3,12 @@
 import argparse
 import json
 import os
-import subprocess
-import sys
 import zipfile
 
 import pytest
 
 from benchmarks import device_wheels, suite
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runs import run_module
 
 
 def fake_options(**overrides):
@@ -158,10 +155,10 @@ def test_slim_wheel_drops_folders_and_their_record_rows(tmp_path):
 def test_quick_suite_writes_every_part(tmp_path):
     """`python -m benchmarks.suite --quick` as the CLI runs it, trimmed to one point per part."""
     budgets = [f"--budget_{part}=900" for part in suite.PARTS]  # a loaded machine skips nothing
-    command = [sys.executable, "-m", "benchmarks.suite", "--quick", f"--out_dir={tmp_path}"]
-    command += ["--dtypes=float32", "--max_seeds=1", "--eval_workers=0", *budgets]
+    flags = ["--quick", f"--out_dir={tmp_path}", "--dtypes=float32", "--max_seeds=1"]
+    flags += ["--eval_workers=0", *budgets]
     env = dict(os.environ, JAX_PLATFORMS="cpu", MUJOCO_GL="disable")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = run_module("benchmarks.suite", *flags, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(tmp_path / "suite_quick_cpu.json") as f:
         record = json.load(f)

@@ -5,15 +5,11 @@ rewards and masks differ (OGBench relabels them per task). A multi-task run must
 single-task runs it replaces, row for row.
 """
 
-import json
-import os
-
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests.test_launcher import tiny_run_config
+from tests.runs import final_params, read_jsonl, tiny_run_config
 from trqam_jax import experiment as launcher
 from trqam_jax.data.datasets import load_offline_data
 from trqam_jax.data.names import LABEL_FIELDS, env_name
@@ -44,16 +40,8 @@ def test_task_labels_are_each_tasks_own_relabelling(tiny_dataset_dir):
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def _final_params(run_dir, stage):
-    path = os.path.abspath(os.path.join(run_dir, "checkpoints", stage))
-    mngr = ocp.CheckpointManager(path)
-    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())["params"]
-
-
 def _rows(path, stage):
-    with open(path) as f:
-        lines = [json.loads(line) for line in f]
-    return {(r["step"], r["task"], r["seed"]): r for r in lines if r["stage"] == stage}
+    return {(r["step"], r["task"], r["seed"]): r for r in read_jsonl(path) if r["stage"] == stage}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +69,9 @@ def test_two_tasks_in_one_program_equal_the_single_task_runs(task_runs):
     multi = summaries["multi"]
     assert multi["tasks"] == [1, 1, 4, 4] and multi["seeds"] == [0, 1, 0, 1]
     for stage in ("offline", "online"):
-        params = _final_params(root / "multi", stage)
+        params = final_params(root / "multi", stage)[1]
         for column, task in enumerate(TASKS):
-            single = _final_params(root / f"task{task}", stage)
+            single = final_params(root / f"task{task}", stage)[1]
             rows = slice(2 * column, 2 * column + 2)
             jax.tree.map(
                 lambda m, s, rows=rows: np.testing.assert_allclose(
@@ -102,7 +90,7 @@ def test_two_tasks_in_one_program_equal_the_single_task_runs(task_runs):
         for key, row in _rows(root / f"task{task}" / "train_metrics.jsonl", "offline").items():
             np.testing.assert_allclose(logged[key]["critic_loss"], row["critic_loss"], rtol=1e-5)
     # The tasks trained on different rewards: their critics differ for the same seed.
-    critic = jax.tree.leaves(_final_params(root / "multi", "offline")["critic"])[0]
+    critic = jax.tree.leaves(final_params(root / "multi", "offline")[1]["critic"])[0]
     assert not np.allclose(critic[0], critic[2])
 
 
@@ -110,9 +98,9 @@ def test_a_split_of_the_task_rows_equals_its_rows_of_the_whole(task_runs):
     root, summaries = task_runs
     part = summaries["part1"]
     assert part["tasks"] == [4, 4]
-    whole = _final_params(root / "multi", "offline")
+    whole = final_params(root / "multi", "offline")[1]
     jax.tree.map(
         lambda w, p: np.testing.assert_allclose(w[2:], p, rtol=1e-5, atol=1e-6),
         whole,
-        _final_params(root / "part" / "part1", "offline"),
+        final_params(root / "part" / "part1", "offline")[1],
     )

@@ -29,13 +29,8 @@ from trqam_jax import (
 )
 from trqam_jax.agents import bc, common, get_agent
 from trqam_jax.data import names
-from trqam_jax.data.datasets import (
-    DataError,
-    DatasetNotFoundError,
-    load_offline_data,
-    parse_env_name,
-    resolve_data_dir,
-)
+from trqam_jax.data.datasets import load_offline_data, parse_env_name, resolve_data_dir
+from trqam_jax.data.errors import DataError, DatasetNotFoundError
 from trqam_jax.data.shards import ShardRotator, shard_loader
 from trqam_jax.envs import make_envs
 from trqam_jax.versions import versions

@@ -36,7 +36,7 @@ import numpy as np
 
 from trqam_jax import checkpoint, train
 from trqam_jax.data import replay
-from trqam_jax.data.datasets import sparsify_rewards
+from trqam_jax.data.options import sparsify_rewards
 from trqam_jax.envs import reset_env
 from trqam_jax.seeds import hash_seed
 

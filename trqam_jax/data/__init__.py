@@ -12,19 +12,20 @@ The generator (`trqam_jax.data.generate`) is imported on demand; it does not nee
 """
 
 from trqam_jax.data.datasets import (
-    ACTION_CLIP_EPS,
+    OfflineData,
+    load_offline_data,
+    parse_env_name,
+    resolve_data_dir,
+)
+from trqam_jax.data.errors import (
     CorruptDatasetError,
     DataError,
     DatasetNotFoundError,
     LocomotionGenerationError,
     NonFiniteDataError,
-    OfflineData,
     UnknownEnvironmentError,
-    load_offline_data,
-    parse_env_name,
-    resolve_data_dir,
-    sparsify_rewards,
 )
+from trqam_jax.data.options import ACTION_CLIP_EPS, sparsify_rewards
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""OGBench single-task datasets: location, validation, loading and the options of the paper.
+"""OGBench single-task datasets: names, location and loading.
 
 Loading goes through OGBench's own loaders (`ogbench.load_dataset` +
 `ogbench.relabel_utils.relabel_dataset` per file, what `ogbench.make_env_and_datasets` does for a
@@ -6,35 +6,35 @@ train / val pair), so rewards and masks are OGBench's task relabelling: for mani
 subtasks (cubes / buttons / drawer / window) the reward of row t is (number solved in s_t) - k and
 the mask is 0 exactly when all k are solved (success), computed from the row's own state `s_t`.
 
-Options (as in the reference QAM `main.py` / `envs/env_utils.py`):
-  - `sparse`: reward -1 until every subtask is solved, 0 at success: `r <- -(r != 0)`.
-  - `action_clip_eps`: dataset actions clipped to [-1 + eps, 1 - eps] (default 1e-5; None = off).
-  - `proportion`: keep the first int(N * p) training transitions (for a directory of shards: the
-    first max(1, int(num_shards * p)) shards). The cut episode is marked ended (terminal 1) so no
-    chunk runs past the cut (QAM leaves it open; with a replay buffer that would join it to the
-    first online episode).
-
-Every problem the user can fix raises a `DataError` subclass whose message names the paths / fields
-and the fix; launchers should print it and exit non-zero.
+The paper's options (sparse rewards, action clipping, a proportion of the data) are
+`trqam_jax.data.options`; the file checks `trqam_jax.data.file_checks`; the provenance record
+`trqam_jax.data.provenance`. Every problem the user can fix raises a `DataError` subclass
+(`trqam_jax.data.errors`) whose message names the paths / fields and the fix; launchers should
+print it and exit non-zero.
 """
 
 import difflib
 import glob
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# DataError and sparsify_rewards are re-exported: tests/test_online.py and tests/test_sweep.py
+# import them from here.
+from trqam_jax.data.errors import DataError as DataError
+from trqam_jax.data.errors import DatasetNotFoundError, UnknownEnvironmentError
+from trqam_jax.data.file_checks import check_against_env, validate_npz
 from trqam_jax.data.names import LABEL_FIELDS, LOCOMOTION_PREFIXES, dataset_name_of
 from trqam_jax.data.names import env_name as env_name_of
+from trqam_jax.data.options import ACTION_CLIP_EPS, FIELDS, postprocess, take_proportion
+from trqam_jax.data.options import sparsify_rewards as sparsify_rewards
+from trqam_jax.data.provenance import data_source_of, read_provenance
 from trqam_jax.envs import make_env
 
 DATA_DIR_ENV_VAR = "OGBENCH_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.ogbench/data"
-ACTION_CLIP_EPS = 1e-5
-FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
 # Episode counts of the official releases (OGBench data_gen_scripts/commands.sh); 1000 otherwise.
 OFFICIAL_EPISODES = {
     "cube-triple": 3000,
@@ -53,30 +53,6 @@ _DATASET_TYPES = {
 }
 
 
-class DataError(Exception):
-    """A data problem the user can fix; the message says how."""
-
-
-class DatasetNotFoundError(DataError):
-    """The dataset files are not where the data directory says."""
-
-
-class CorruptDatasetError(DataError):
-    """A dataset file cannot be read, is truncated, or has inconsistent contents."""
-
-
-class NonFiniteDataError(DataError):
-    """A dataset field contains NaN or inf."""
-
-
-class UnknownEnvironmentError(DataError):
-    """The environment / dataset name is not an OGBench single-task name this project supports."""
-
-
-class LocomotionGenerationError(DataError):
-    """A locomotion dataset was requested from the local generator (needs expert policies)."""
-
-
 # ----------------------------------------------------------------------------------------------
 # Names and paths
 
@@ -85,11 +61,6 @@ def resolve_data_dir(data_dir: str | None = None) -> str:
     """The data directory: the argument, else $OGBENCH_DATA_DIR, else ~/.ogbench/data (expanded)."""
     chosen = data_dir or os.environ.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR
     return os.path.abspath(os.path.expanduser(chosen))
-
-
-def provenance_path(directory: str, dataset_name: str) -> str:
-    """Where the generator and fetch_data write, and the loader looks for, the provenance JSON."""
-    return os.path.join(directory, f"{dataset_name}-provenance.json")
 
 
 def close_matches(name: str, candidates) -> str:
@@ -257,124 +228,8 @@ def required_file_keys(spec: EnvSpec) -> tuple:
     return tuple(keys)
 
 
-def nonfinite_rows(values: np.ndarray) -> np.ndarray:
-    """Indices of the rows that contain NaN or inf (empty for non-float arrays)."""
-    if not np.issubdtype(values.dtype, np.floating):
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
-
-
-def validate_npz(path: str, required: tuple) -> dict:
-    """Read every array of a raw OGBench file once and check it; returns {key: shape}.
-
-    Raises:
-      CorruptDatasetError: unreadable / truncated zip, bad CRC, missing keys, ragged lengths,
-        a last episode without its end marker.
-      NonFiniteDataError: NaN/inf, naming the field and the first bad row.
-    """
-    fix = (
-        "Delete it and download it again on a connected machine, or regenerate it with "
-        "`python -m experiments.make_dataset ...`."
-    )
-    try:
-        with np.load(path, allow_pickle=False) as file:
-            keys = set(file.files)
-            missing = [k for k in required if k not in keys]
-            if missing:
-                raise CorruptDatasetError(
-                    f"{path} lacks the arrays {missing} (has {sorted(keys)}); it is not an OGBench "
-                    f"dataset file or it is incomplete. {fix}"
-                )
-            shapes = {}
-            for key in sorted(keys):
-                values = file[key]  # decompresses and CRC-checks the member
-                shapes[key] = values.shape
-                bad = nonfinite_rows(values)
-                if bad.size:
-                    raise NonFiniteDataError(
-                        f"{path}: field {key!r} has a non-finite value (NaN or inf) at row "
-                        f"{int(bad[0])} (row of the file; {bad.size} bad rows in all). {fix}"
-                    )
-                if key == "terminals" and (len(values) == 0 or not values[-1]):
-                    raise CorruptDatasetError(
-                        f"{path}: the last episode has no end marker (terminals[-1] = 0) or the "
-                        f"file is empty; the file is truncated or was not written by an OGBench "
-                        f"generator. {fix}"
-                    )
-    except DataError:
-        raise
-    except Exception as err:  # zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError
-        raise CorruptDatasetError(
-            f"{path} is truncated or corrupt ({type(err).__name__}: {err}). {fix}"
-        ) from err
-    lengths = {k: v[0] if v else 0 for k, v in shapes.items()}
-    if len(set(lengths.values())) != 1:
-        raise CorruptDatasetError(f"{path}: arrays have different lengths {lengths}. {fix}")
-    return shapes
-
-
-# ----------------------------------------------------------------------------------------------
-# Options (pure numpy functions of a transition dict)
-
-
-def sparsify_rewards(rewards):
-    """-1 until every subtask is solved, 0 at success (works on numpy and jax arrays)."""
-    return -1.0 * (rewards != 0.0)
-
-
-def clip_actions(actions: np.ndarray, eps: float | None) -> np.ndarray:
-    """Clip to [-1 + eps, 1 - eps] (no-op for eps None)."""
-    return actions if eps is None else np.clip(actions, -1.0 + eps, 1.0 - eps)
-
-
-def take_proportion(data: dict, proportion: float) -> dict:
-    """First int(N * proportion) transitions; the cut episode is marked ended."""
-    if not 0.0 < proportion <= 1.0:
-        raise ValueError(f"dataset proportion must be in (0, 1], got {proportion}")
-    n = len(data["terminals"])
-    keep = max(1, int(n * proportion))
-    if keep == n:
-        return data
-    out = {k: v[:keep] for k, v in data.items()}
-    out["terminals"] = out["terminals"].copy()
-    out["terminals"][-1] = 1.0
-    return out
-
-
-def postprocess(
-    data: dict, sparse: bool = False, action_clip_eps: float | None = ACTION_CLIP_EPS
-) -> dict:
-    """Keep the contract fields as float32 (observations keep uint8), apply sparse and clipping."""
-    out = {k: np.asarray(data[k]) for k in FIELDS}
-    for k in FIELDS:
-        # Pixel observations stay uint8 (4x smaller on the device); everything else is float32.
-        if out[k].dtype != np.uint8:
-            out[k] = out[k].astype(np.float32, copy=False)
-    if sparse:
-        out["rewards"] = sparsify_rewards(out["rewards"]).astype(np.float32)
-    out["actions"] = clip_actions(out["actions"], action_clip_eps).astype(np.float32)
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # Loading
-
-
-def check_against_env(shapes: dict, env, path: str) -> None:
-    """The file's observation / action sizes (from `validate_npz`) must match the environment's.
-
-    Checked before ogbench relabels, whose indexing would otherwise fail obscurely.
-    """
-    want = (
-        int(np.prod(env.observation_space.shape)),
-        int(np.prod(env.action_space.shape)),
-    )
-    got = (int(np.prod(shapes["observations"][1:])), int(np.prod(shapes["actions"][1:])))
-    if got != want:
-        raise CorruptDatasetError(
-            f"{path} has observation/action sizes {got} but the environment expects {want}: the "
-            "file belongs to a different environment. Check the data directory and file names."
-        )
 
 
 def load_shard(
@@ -408,32 +263,6 @@ def load_shard(
     }
 
 
-def read_provenance(directory: str, dataset_name: str) -> dict | None:
-    """The provenance JSON next to the files (the generator's or fetch_data's), or None."""
-    path = provenance_path(directory, dataset_name)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        # Its presence alone marks the data as generated; keep the label even if unreadable.
-        return {"unreadable": path}
-
-
-def data_source_of(record: dict | None) -> str:
-    """The label of a dataset from its provenance record (`read_provenance`).
-
-    Args:
-      record: dict | None, the provenance JSON next to the files, or None.
-    Returns:
-      str: "official" without a record (files put there by hand or by ogbench) or with the
-      record of `trqam_jax.data.fetch` (data_source "official"); "generated" for any other record,
-      an unreadable one included, so that generated data is never labelled official.
-    """
-    return "official" if record is None or record.get("data_source") == "official" else "generated"
-
-
 @dataclass
 class OfflineData:
     """What the launcher needs: env, train (val when asked) transitions, provenance, shards."""
@@ -464,7 +293,7 @@ def load_offline_data(
       data_dir: data directory; default $OGBENCH_DATA_DIR, else ~/.ogbench/data. Holding
         `{dataset}.npz` + `{dataset}-val.npz`, or shards `{dataset}-000.npz`,
         `{dataset}-001.npz`, ... (each optionally with its `-val` file).
-      sparse, action_clip_eps, proportion: the options in the module docstring.
+      sparse, action_clip_eps, proportion: the options of `trqam_jax.data.options`.
       validate: read and check every file before handing it to ogbench (recommended).
       with_val: also read (and check) the validation file; training never uses it, so by default
         it is only required to exist (OGBench's layout), not read.

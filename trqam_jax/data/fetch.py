@@ -33,19 +33,16 @@ from tqdm import tqdm
 
 from trqam_jax import run_dir
 from trqam_jax.data.datasets import (
-    DataError,
     EnvSpec,
-    UnknownEnvironmentError,
     _supported_names,
     close_matches,
-    data_source_of,
     generate_command,
     parse_env_name,
-    provenance_path,
-    read_provenance,
     resolve_data_dir,
 )
+from trqam_jax.data.errors import DataError, UnknownEnvironmentError
 from trqam_jax.data.names import dataset_name_of
+from trqam_jax.data.provenance import data_source_of, provenance_path, read_provenance
 from trqam_jax.versions import versions
 
 OFFICIAL_URL = DATASET_URL

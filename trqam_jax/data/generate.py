@@ -26,14 +26,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from trqam_jax.data.datasets import (
-    LocomotionGenerationError,
-    UnknownEnvironmentError,
-    close_matches,
-    official_episodes,
-    provenance_path,
-)
+from trqam_jax.data.datasets import close_matches, official_episodes
+from trqam_jax.data.errors import LocomotionGenerationError, UnknownEnvironmentError
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
+from trqam_jax.data.provenance import provenance_path
 from trqam_jax.seeds import hash_seed
 from trqam_jax.versions import versions
 

@@ -23,13 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from trqam_jax.data import names
-from trqam_jax.data.datasets import (
-    ACTION_CLIP_EPS,
-    CorruptDatasetError,
-    load_shard,
-    parse_env_name,
-    postprocess,
-)
+from trqam_jax.data.datasets import load_shard, parse_env_name
+from trqam_jax.data.errors import CorruptDatasetError
+from trqam_jax.data.options import ACTION_CLIP_EPS, postprocess
 from trqam_jax.envs import make_env
 
 
