@@ -30,6 +30,7 @@ from trqam_jax.data.datasets import close_matches, official_episodes
 from trqam_jax.data.errors import LocomotionGenerationError, UnknownEnvironmentError
 from trqam_jax.data.names import LOCOMOTION_PREFIXES, dataset_name_of
 from trqam_jax.data.provenance import provenance_path
+from trqam_jax.envs import ignore_box_precision_warnings
 from trqam_jax.seeds import hash_seed
 from trqam_jax.versions import versions
 
@@ -119,6 +120,7 @@ def make_collection_env(spec: GenerationSpec):
     from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
     from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
 
+    ignore_box_precision_warnings()
     env = gymnasium.make(
         spec.env_id,
         terminate_at_goal=False,
