@@ -241,11 +241,13 @@ def run_keys(config) -> dict[str, jax.Array]:
     }
 
 
-def initial_states(prepared: Prepared, agent=None):
+def initial_states(prepared: Prepared, agent=None, base=None):
     """Fresh states of `agent` (default the config's; `bc` for BC pretraining) for every row,
     leaves (R, ...), sharded over the mesh; a fine-tuning agent's swept values are set.
 
     Row r's state comes from `fold_in(key, key_ids[r])`, the key `run_keys` gives the role.
+    `base`, if given, is the BC-pretrained field of every row (leaves (R, ...)) the agent starts
+    fine-tuning from (`agent.with_pretrained_base`).
     """
     agent = agent or prepared.agent
     config, rows = prepared.config, prepared.rows
@@ -253,6 +255,8 @@ def initial_states(prepared: Prepared, agent=None):
     states = train.init_rows(agent, config.agent, key, rows.key_ids, *prepared.examples)
     if agent is not bc:
         states = common.set_hparams(states, rows.swept)
+    if base is not None:
+        states = jax.vmap(agent.with_pretrained_base)(states, base)
     return train.shard_rows(states, prepared.mesh)
 
 
@@ -341,13 +345,10 @@ def _run(config, closing: contextlib.ExitStack) -> dict:
     )
     log = closing.enter_context(run_loggers).write
 
-    keys = run_keys(config)
-    states = initial_states(prepared)
     if base is None:
         base = pretrained_base(prepared, log)
-    if base is not None:
-        states = jax.vmap(agent.with_pretrained_base)(states, base)
-        states = train.shard_rows(states, prepared.mesh)
+    states = initial_states(prepared, base=base)
+    keys = run_keys(config)
 
     evaluate_fn = None
     if config.eval_episodes:
