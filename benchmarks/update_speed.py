@@ -18,7 +18,8 @@ divides among them) is compiled and timed. Reported per row:
   and bf16 (a CPU reports GFLOP/s only);
 - the share of the training loop's wall time spent outside compiled calls: the launcher's
   `run_stage` runs `calls` calls with a metrics record written after every call (the paper
-  protocol logs every 5th); its final checkpoint save is timed inside the loop and excluded.
+  protocol logs every 5th); its final checkpoint save (the same save of its final states, timed
+  alone after it) is excluded.
 Results go to benchmarks/results/update_speed_<sizes>_<device>[_bf16].json.
 """
 
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.common import device_info, write_result
+from benchmarks.common import checkpoint_save_s, device_info, write_result
 from benchmarks.presets import ACTION_DIM, HORIZON, OBS_DIM, agent_config, lower_update, xla_gflop
 from configs import trqam as trqam_config
 from trqam_jax import loop, train
@@ -93,20 +94,20 @@ def _placement(num_seeds: int):
 
 
 def _loop_share(config, states, data, size, num_seeds, steps, calls) -> dict:
-    """Wall time of the launcher's `run_stage` for `calls` calls, and its checkpoint seconds."""
+    """Wall time of the launcher's `run_stage` for `calls` calls, and the seconds of its final
+    checkpoint save (the same save of its final states, timed alone afterwards)."""
     run = trqam_config.get_config()
     run.agent = config
     run.steps_per_call = run.log_interval = steps
     run.eval_interval = run.save_interval = run.shard_interval = steps * calls
     rows = train.make_rows(num_seeds, {"kl_budget": [config.kl_budget]})
-    timings = {}
     with tempfile.TemporaryDirectory() as out:
         data_source = loop.StaticData(data, size)
         stage = loop.OfflineStage("offline", trqam, run, data_source, jax.random.PRNGKey(3), rows)
         start = time.perf_counter()
-        loop.run_stage(stage, states, steps * calls, run, out, rows, timings=timings)
+        states, _ = loop.run_stage(stage, states, steps * calls, run, out, rows)
         loop_s = time.perf_counter() - start
-    return {"loop_s": loop_s, "final_checkpoint_s": timings["checkpoint_s"]}
+    return {"loop_s": loop_s, "final_checkpoint_s": checkpoint_save_s(states, steps * calls)}
 
 
 @functools.cache
@@ -116,16 +117,16 @@ def true_gflop_per_update(size: str, compute_dtype: str) -> float:
     return xla_gflop(lower_update(agent_config(size, flow_steps, compute_dtype)))
 
 
-def time_calls(call, states, data, size, keys) -> tuple[float, object]:
-    """Median wall seconds of `call(states, data, size, key)` over `keys[1:]`, after one
-    warm-up call with `keys[0]`; each timed call waits for its results. Returns (seconds, the
-    final states)."""
-    states, summary, _ = call(states, data, size, keys[0])
+def time_calls(call, states, data, size, keys, *rest) -> tuple[float, object]:
+    """Median wall seconds of `call(states, data, size, key, *rest)` over `keys[1:]`, after one
+    warm-up call with `keys[0]`; each timed call waits for its results. `rest`: further arguments
+    of every call (a stage's `tasks`). Returns (seconds, the final states)."""
+    states, summary, _ = call(states, data, size, keys[0], *rest)
     jax.block_until_ready((states, summary))
     times = []
     for key in keys[1:]:
         start = time.perf_counter()
-        states, summary, _ = call(states, data, size, key)
+        states, summary, _ = call(states, data, size, key, *rest)
         jax.block_until_ready((states, summary))
         times.append(time.perf_counter() - start)
     finite = [np.all(np.isfinite(np.asarray(value))) for value in summary.values()]

@@ -43,6 +43,20 @@ def test_interrupted_and_resumed_run_equals_straight_run(tiny_dataset_dir, tmp_p
         np.testing.assert_allclose(ra["critic_loss"], rb["critic_loss"], rtol=1e-4)
 
 
+def test_prepared_states_and_stage_are_the_launchers(tiny_dataset_dir, tmp_path):
+    """`prepare` writes nothing; its initial states and offline stage make the run's first call."""
+    run = tmp_path / "run"
+    config = tiny_run_config(tiny_dataset_dir, run, offline_steps=10, kl_budgets=(1.0, 4.0))
+    prepared = launcher.prepare(config)
+    assert not os.path.exists(prepared.out) and len(prepared.rows) == 4
+    states, _, _ = launcher.offline_stage(prepared).step(launcher.initial_states(prepared), 0)
+    launcher.run(config)
+    step, params = final_params(prepared.out)
+    assert step == 10
+    for saved, ours in zip(jax.tree.leaves(params), jax.tree.leaves(states.params), strict=True):
+        np.testing.assert_array_equal(saved, ours)
+
+
 def test_resumed_run_trains_on_the_same_shards(tiny_shard_dir, tmp_path):
     """With three shards rotated every 10 steps, a run resumed at step 20 continues on shard 2."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

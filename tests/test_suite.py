@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from benchmarks import device_wheels, suite
+from benchmarks import device_wheels, suite, suite_launcher, suite_update
+from benchmarks.budget import Budget
 from tests.runs import run_module
 
 
@@ -44,21 +45,22 @@ def fake_measure(out_of_memory_from: dict):
 
 
 def test_grid_doubles_past_the_listed_sizes_up_to_the_cap():
-    assert suite.grid_points([1, 8, 32, 64, 128], 1024) == [1, 8, 32, 64, 128, 256, 512, 1024]
-    assert suite.grid_points([8, 1], 10) == [1, 8]
+    grid = suite_update.grid_points([1, 8, 32, 64, 128], 1024)
+    assert grid == [1, 8, 32, 64, 128, 256, 512, 1024]
+    assert suite_update.grid_points([8, 1], 10) == [1, 8]
 
 
 def test_point_estimate_scales_only_the_timed_calls():
     last = {"point_s": 10.0, "ms_per_call": 1000.0, "seeds": 8}
     # 2 s of calls (a warm-up and one timed) of the 10 s double with S; the rest stays.
-    assert suite.point_estimate(last, 16, calls=1) == pytest.approx(12.0)
-    assert suite.point_estimate(last, 4, calls=1) == pytest.approx(10.0)
-    assert suite.point_estimate(None, 4, calls=1) == 0.0
+    assert suite_update.point_estimate(last, 16, calls=1) == pytest.approx(12.0)
+    assert suite_update.point_estimate(last, 4, calls=1) == pytest.approx(10.0)
+    assert suite_update.point_estimate(None, 4, calls=1) == 0.0
 
 
 def test_out_of_memory_stops_one_dtype_and_is_recorded(monkeypatch):
-    monkeypatch.setattr(suite.update_speed, "measure", fake_measure({"float32": 16}))
-    part = suite.update_part(suite.Budget(1e6), fake_options())
+    monkeypatch.setattr(suite_update.update_speed, "measure", fake_measure({"float32": 16}))
+    part = suite_update.update_part(Budget(1e6), fake_options())
     measured = {(r["compute_dtype"], r["seeds"]) for r in part["rows"]}
     assert measured == {("float32", s) for s in (1, 4, 8)} | {
         ("bfloat16", s) for s in (1, 4, 8, 16, 32, 64)
@@ -72,8 +74,8 @@ def test_out_of_memory_stops_one_dtype_and_is_recorded(monkeypatch):
 
 
 def test_a_spent_budget_skips_points_with_the_reason(monkeypatch):
-    monkeypatch.setattr(suite.update_speed, "measure", fake_measure({}))
-    part = suite.update_part(suite.Budget(0.0), fake_options(max_seeds=16))
+    monkeypatch.setattr(suite_update.update_speed, "measure", fake_measure({}))
+    part = suite_update.update_part(Budget(0.0), fake_options(max_seeds=16))
     assert part["rows"] == []
     # Every listed S is tried (and skipped) per dtype; the doubling stops at its first skip.
     skipped = [(s["seeds"], s["compute_dtype"]) for s in part["skipped"]]
@@ -83,8 +85,8 @@ def test_a_spent_budget_skips_points_with_the_reason(monkeypatch):
 
 
 def test_stage_report_splits_compiled_and_outside_time():
-    timings = {"stage_s": 20.0, "first_call_s": 5.0, "checkpoint_s": 1.0}
-    report = suite.stage_report(timings, steps=1000, spc=250, rows=4, call_s=3.0)
+    timings = {"stage_s": 20.0, "first_call_s": 5.0, "checkpoint_s": 1.0, "call_s": 3.0}
+    report = suite_launcher.stage_report(timings, steps=1000, spc=250, rows=4)
     # 4 calls: the first (compiled) one, then 3 of 3 s each; 15 s after the first call, of which
     # 1 s is the checkpoint save, 9 s compiled calls and 5 s the rest.
     assert report["calls"] == 4 and report["compiled_s"] == 9.0
@@ -95,7 +97,7 @@ def test_stage_report_splits_compiled_and_outside_time():
 
 def test_paper_projection_is_rows_times_steps():
     stages = {"bc": {"s_per_row_step": 1e-4}, "offline": {"s_per_row_step": 1e-3}}
-    projection = suite.paper_projection(stages)
+    projection = suite_launcher.paper_projection(stages)
     rows = 10 * 5 * 8 * 7
     assert projection["rows"] == rows
     assert projection["hours"] == pytest.approx(rows * (3e5 * 1e-4 + 1e6 * 1e-3) / 3600, abs=0.1)
@@ -111,13 +113,13 @@ def test_launcher_steps_fit_the_budget_and_follow_the_device_speed():
     def plan(ms_per_update):
         rows = {"rows": [{"compute_dtype": "float32", "seeds": 64, "ms_per_update": ms_per_update,
                           "compile_s": 10.0}]}  # fmt: skip
-        return suite.plan_launcher_steps(suite.Budget(140.0), opts, rows)
+        return suite_launcher.plan_launcher_steps(Budget(140.0), opts, rows)
 
     fast, slow = plan(5.0), plan(40.0)
     for bc_steps, offline_steps, _ in (fast, slow):
         assert bc_steps % 250 == 0 and offline_steps % 250 == 0 and bc_steps >= 500
     assert fast[1] == 5000 and slow[1] < fast[1]
-    assert suite.plan_launcher_steps(suite.Budget(140.0), opts, None)[:2] == (1000, 2000)
+    assert suite_launcher.plan_launcher_steps(Budget(140.0), opts, None)[:2] == (1000, 2000)
 
 
 def test_wheel_list_pins_what_the_device_lacks():
@@ -187,7 +189,8 @@ def test_quick_suite_writes_every_part(tmp_path):
     assert launcher["settings"]["shapes"]["observations"] == [37]  # cube-double's
     for stage in launcher["stages"].values():
         assert stage["calls"] == 2 and stage["stage_s"] > stage["first_call_s"] > 0
-        assert stage["call_s"] > 0 and stage["s_per_row_step"] > 0
+        assert stage["call_s"] > 0 and stage["s_per_row_step"] > 0 and stage["checkpoint_s"] > 0
+    assert 0 < launcher["prepare_s"] < launcher["wall_s"]
     rates = {name: stage["s_per_row_step"] for name, stage in launcher["stages"].items()}
     hours = 2800 * (3e5 * rates["bc"] + 1e6 * rates["offline"]) / 3600
     assert launcher["projection"]["hours"] == pytest.approx(hours, rel=1e-3)
