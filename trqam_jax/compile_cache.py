@@ -31,13 +31,13 @@ def cache_dir(flag: str, run_root: str) -> str | None:
 
 
 def enable(directory: str) -> None:
-    """Cache every program this process compiles in `directory` (created if needed).
+    """Cache every program this process compiles in `directory` (JAX creates it at the first
+    compile, so a run that fails before any work leaves none).
 
     Call it before the first compilation: JAX opens the cache once per process. The thresholds
     are lowered so that small CPU programs (compiled in well under JAX's default 1 s) are cached
     too.
     """
-    os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
