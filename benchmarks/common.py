@@ -4,10 +4,12 @@ memory, and where it goes."""
 import json
 import os
 import platform
+import tempfile
 import time
 
 import jax
 
+from trqam_jax import checkpoint
 from trqam_jax.memory import peak_memory
 from trqam_jax.versions import versions
 
@@ -63,3 +65,14 @@ def write_result(name: str, record: dict, out: str | None = None) -> str:
         json.dump(record, f, indent=2)
         f.write("\n")
     return path
+
+
+def checkpoint_save_s(states, step: int) -> float:
+    """Seconds of one `checkpoint.save` of `states` into a scratch directory: the save
+    `loop.run_stage` makes at a stage's end, timed alone."""
+    with tempfile.TemporaryDirectory() as scratch:
+        manager = checkpoint.manager(scratch)
+        jax.block_until_ready(states)
+        start = time.perf_counter()
+        checkpoint.save(manager, step, states)
+        return time.perf_counter() - start

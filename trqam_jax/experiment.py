@@ -4,13 +4,16 @@ The stage plan: BC pretraining (`bc_steps`, skipped with `init_from`) -> offline
 (`offline_steps`) -> optional online fine-tuning (`online_steps`). Every stage resumes from its own
 checkpoint, so rerunning the same config picks up where it stopped (a finished BC stage only
 restores its final state). All rows (swept values x seeds) are one vmapped program, sharded over
-the local devices; `loop.run_stage` runs each stage.
+the local devices; `loop.run_stage` runs each stage. `prepare` builds what the stages run on
+(rows, mesh, data, initial states, stages), for the launcher, the sweep's cost measurement and
+the benchmarks alike.
 """
 
 import contextlib
 import json
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +195,86 @@ def data_source(data, config, mesh):
     return loop.StaticData(train.replicate(data.train, mesh), size)
 
 
+class Prepared(NamedTuple):
+    """What a launcher run needs, built from its config by `prepare` (nothing written yet).
+
+    config: the run config; rows: the `train.Rows` it runs; out: its run directory; mesh: the
+    devices' mesh the rows are sharded over; data: the loaded `OfflineData`; source: the dataset
+    on the devices (`loop.StaticData` or `ShardRotator`); examples: (example obs (D,), example
+    actions (H, A)), the shapes agents initialise from; agent: the agent module of the config.
+    """
+
+    config: Any
+    rows: train.Rows
+    out: str
+    mesh: Any
+    data: Any
+    source: Any
+    examples: tuple
+    agent: Any
+
+
+def prepare(config) -> Prepared:
+    """Validate `config` (`check_config`), load its data and build what its stages run on.
+
+    Writes nothing to the run directory (the data directory gets a generated dataset only when
+    `generate_if_missing` asks for one). Raises the `USER_ERRORS` a user can fix.
+    """
+    rows = check_config(config)
+    agent = get_agent(config.agent.agent_name)
+    mesh = train.make_mesh(len(rows))
+    data = load_data(config)
+    examples = (
+        jnp.zeros(data.train["observations"].shape[1]),
+        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
+    )
+    source = data_source(data, config, mesh)
+    return Prepared(config, rows, run_directory(config), mesh, data, source, examples, agent)
+
+
+def run_keys(config) -> dict[str, jax.Array]:
+    """The run's PRNG keys by use, all from `config.seed`: "init" (the agent's states),
+    "bc_init" and "bc" (BC pretraining's states and training), "offline" (fine-tuning; the
+    online stage folds in 1), "eval" (evaluation)."""
+    init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    init_key, bc_key = jax.random.split(init_key)
+    bc_init_key, bc_train_key = jax.random.split(bc_key)
+    return {
+        "init": init_key,
+        "bc_init": bc_init_key,
+        "bc": bc_train_key,
+        "offline": train_key,
+        "eval": eval_key,
+    }
+
+
+def initial_states(prepared: Prepared, agent=None, base=None):
+    """Fresh states of `agent` (default the config's; `bc` for BC pretraining) for every row,
+    leaves (R, ...), sharded over the mesh; a fine-tuning agent's swept values are set.
+
+    Row r's state comes from `fold_in(key, key_ids[r])`, the key `run_keys` gives the role.
+    `base`, if given, is the BC-pretrained field of every row (leaves (R, ...)) the agent starts
+    fine-tuning from (`agent.with_pretrained_base`).
+    """
+    agent = agent or prepared.agent
+    config, rows = prepared.config, prepared.rows
+    key = run_keys(config)["bc_init" if agent is bc else "init"]
+    states = train.init_rows(agent, config.agent, key, rows.key_ids, *prepared.examples)
+    if agent is not bc:
+        states = common.set_hparams(states, rows.swept)
+    if base is not None:
+        states = jax.vmap(agent.with_pretrained_base)(states, base)
+    return train.shard_rows(states, prepared.mesh)
+
+
+def offline_stage(prepared: Prepared, name: str = "offline", agent=None) -> loop.OfflineStage:
+    """The `loop.OfflineStage` of `agent` (default the config's; `bc` for BC pretraining) on the
+    prepared dataset, named `name` in logs and checkpoints, with the role's `run_keys` key."""
+    agent = agent or prepared.agent
+    key = run_keys(prepared.config)["bc" if agent is bc else "offline"]
+    return loop.OfflineStage(name, agent, prepared.config, prepared.source, key, prepared.rows)
+
+
 def loaded_base(config, rows, examples):
     """The base field of every row from `config.init_from` (checked against this run), or None.
 
@@ -207,18 +290,16 @@ def loaded_base(config, rows, examples):
     return loader.load_base_params(config.init_from, rows.key_ids, like)
 
 
-def pretrained_base(config, rows, source, examples, mesh, out, key, timings=None, log=None):
+def pretrained_base(prepared: Prepared, log=None):
     """The BC-pretrained base field of every row, trained by the BC stage (or None: no BC);
     `log` receives its logged records (`loop.run_stage`)."""
+    config = prepared.config
     if not config.bc_steps:
         return None
-    init_key, train_key = jax.random.split(key)
-    states = train.init_rows(bc, config.agent, init_key, rows.key_ids, *examples)
-    states = train.shard_rows(states, mesh)
-    stage = loop.OfflineStage("bc", bc, config, source, train_key, rows)
-    bc_timings = stage_timings(timings, "bc")
+    states = initial_states(prepared, bc)
+    stage = offline_stage(prepared, "bc", bc)
     states, _ = loop.run_stage(
-        stage, states, config.bc_steps, config, out, rows, timings=bc_timings, log=log
+        stage, states, config.bc_steps, config, prepared.out, prepared.rows, log=log
     )
     return states.params["base"]
 
@@ -228,21 +309,14 @@ def row_env_names(config, rows, per_row: int = 1) -> list[str]:
     return [env_name_of(config, int(task)) for task in rows.tasks for _ in range(per_row)]
 
 
-def stage_timings(timings: dict | None, name: str) -> dict | None:
-    """The dict `loop.run_stage` fills for stage `name` inside `timings` (None: not recorded)."""
-    return None if timings is None else timings.setdefault(name, {})
-
-
-def run(config, timings: dict | None = None) -> dict:
+def run(config) -> dict:
     """Run every stage of `config`; returns the summary also written to summary.json.
 
     A finished run (summary.json covering the steps asked for) returns its saved summary and
-    does no work. `timings`, if given, gets one dict per stage run ("bc", "offline", "online")
-    with the seconds `loop.run_stage` records (benchmarks read them). Raises ConfigError,
-    DataError, CheckpointError, RunDirError before any work when the config cannot run here, and
-    loop.DivergenceError when training diverges.
+    does no work. Raises ConfigError, DataError, CheckpointError, RunDirError before any work when
+    the config cannot run here, and loop.DivergenceError when training diverges.
     """
-    rows = check_config(config)
+    check_config(config)
     out = run_directory(config)
     os.makedirs(out, exist_ok=True)
     with run_dir.locked(out):
@@ -253,21 +327,17 @@ def run(config, timings: dict | None = None) -> dict:
             return summary
         # What _run opens to close when it ends, however it ends (the loggers).
         with contextlib.ExitStack() as closing:
-            return _run(config, rows, out, timings, closing)
+            return _run(config, closing)
 
 
-def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitStack) -> dict:
-    agent = get_agent(config.agent.agent_name)
-    mesh = train.make_mesh(len(rows))
+def _run(config, closing: contextlib.ExitStack) -> dict:
     start = time.perf_counter()
-    data = load_data(config)
+    prepared = prepare(config)
+    agent, rows, out, data = prepared.agent, prepared.rows, prepared.out, prepared.data
     label = data.provenance["data_source"]
     print(f"Data: {data.provenance['dataset_name']} ({label.upper()}), run directory {out}")
-    examples = (
-        jnp.zeros(data.train["observations"].shape[1]),
-        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
-    )
-    base = loaded_base(config, rows, examples)  # before anything is written: it may not fit
+    # Before anything is written: it may not fit.
+    base = loaded_base(config, rows, prepared.examples)
     run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), config_record(config))
     provenance = dict(
         data.provenance,
@@ -282,37 +352,23 @@ def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitS
     )
     log = closing.enter_context(run_loggers).write
 
-    source = data_source(data, config, mesh)
-    init_key, train_key, eval_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    init_key, bc_key = jax.random.split(init_key)
-    states = train.init_rows(agent, config.agent, init_key, rows.key_ids, *examples)
-    states = common.set_hparams(states, rows.swept)
     if base is None:
-        base = pretrained_base(config, rows, source, examples, mesh, out, bc_key, timings, log)
-    if base is not None:
-        states = jax.vmap(agent.with_pretrained_base)(states, base)
-    states = train.shard_rows(states, mesh)
+        base = pretrained_base(prepared, log)
+    states = initial_states(prepared, base=base)
+    keys = run_keys(config)
 
     evaluate_fn = None
     if config.eval_episodes:
         per_row = max(1, min(config.eval_episodes, config.eval_envs // len(rows)))
         envs = make_envs(row_env_names(config, rows, per_row), len(rows) * per_row)
-        evaluate_fn = loop.make_evaluator(config, envs, agent.act, eval_key, rows)
-    stage = loop.OfflineStage("offline", agent, config, source, train_key, rows)
+        evaluate_fn = loop.make_evaluator(config, envs, agent.act, keys["eval"], rows)
     states, final = loop.run_stage(
-        stage,
-        states,
-        config.offline_steps,
-        config,
-        out,
-        rows,
-        evaluate_fn,
-        timings=stage_timings(timings, "offline"),
+        offline_stage(prepared), states, config.offline_steps, config, out, rows, evaluate_fn,
         log=log,
-    )
+    )  # fmt: skip
     if config.online_steps:
         envs = make_envs(row_env_names(config, rows), len(rows)).envs
-        online_key = jax.random.fold_in(train_key, 1)
+        online_key = jax.random.fold_in(keys["offline"], 1)
         stage = loop.OnlineStage(agent, config, data.train, envs, online_key, rows)
         states, online_final = loop.run_stage(
             stage,
@@ -322,7 +378,6 @@ def _run(config, rows, out: str, timings: dict | None, closing: contextlib.ExitS
             out,
             rows,
             evaluate_fn,
-            timings=stage_timings(timings, "online"),
             log=log,
         )
         final = online_final if online_final is not None else final

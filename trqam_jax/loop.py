@@ -238,9 +238,7 @@ def _divergence(stage, rows, ckpt, start: int, health=None, values=None, finite=
     )
 
 
-def run_stage(
-    stage, states, total: int, config, out: str, rows, evaluate_fn=None, timings=None, log=None
-):
+def run_stage(stage, states, total: int, config, out: str, rows, evaluate_fn=None, log=None):
     """Run `stage` for `total` steps: resume, then per call log, evaluate and checkpoint.
 
     Cadences (in the stage's own steps): metrics every `config.log_interval` and at the end,
@@ -248,10 +246,7 @@ def run_stage(
     every `eval_interval` and at the end, a checkpoint every
     `save_interval` and at the end. Every call's per-row health is checked (one call late, so
     the device never waits for the host) and the states before any checkpoint or evaluation:
-    non-finite values raise `DivergenceError` and are never saved. `timings`, if given,
-    accumulates the seconds spent in evaluation ("evaluate_s") and checkpoint saves
-    ("checkpoint_s"), and gets the seconds of the first call, compilation included
-    ("first_call_s"), and of the whole stage ("stage_s"), for benchmarks. `log`, if given, is
+    non-finite values raise `DivergenceError` and are never saved. `log`, if given, is
     called as `log(file name, records)` with the records of every append to train_metrics.jsonl
     and eval.jsonl (`loggers.Loggers.write`).
     Returns:
@@ -259,14 +254,6 @@ def run_stage(
     Raises:
       DivergenceError, or Interrupted on Ctrl-C (the last checkpoint stays the latest).
     """
-    timings = {} if timings is None else timings
-    stage_start = time.perf_counter()
-
-    def timed(name, fn, *args):
-        started = time.perf_counter()
-        result = fn(*args)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
-        return result
 
     def append(name, values, record):
         records = run_dir.append_rows(os.path.join(out, name), values, record, rows.columns())
@@ -279,7 +266,7 @@ def run_stage(
     if evaluate_fn is not None and step == 0 and stage.evaluate_at_start:
         # The policy fine-tuning starts from (for TRQAM / QAM the BC policy: fine = base).
         start_record = {"step": stage.offset, "stage": stage.name}
-        append(run_dir.EVAL_FILE, timed("evaluate_s", evaluate_fn, states), start_record)
+        append(run_dir.EVAL_FILE, evaluate_fn(states), start_record)
     bar = tqdm(total=total, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
     results, start_time, start_step = None, time.perf_counter(), step
     pending = []  # (first step, record or None, values or None, health) not yet on the host
@@ -303,9 +290,8 @@ def run_stage(
             if step == start_step and health is not None:
                 jax.block_until_ready(health)
                 stage.metric_names = sorted(metrics)
-                timings["first_call_s"] = time.perf_counter() - called
                 print(f"[{stage.name}] compiled and ran the first call in "
-                      f"{timings['first_call_s']:.1f} s")  # fmt: skip
+                      f"{time.perf_counter() - called:.1f} s")  # fmt: skip
             write_pending()  # the previous call's metrics, while this call runs on the device
             first, step = step, step + stage.stride
             bar.update(stage.stride)
@@ -322,10 +308,10 @@ def run_stage(
                 if message:
                     raise DivergenceError(message)
             if evaluate_now:
-                results = timed("evaluate_s", evaluate_fn, states)
+                results = evaluate_fn(states)
                 append(run_dir.EVAL_FILE, results, record)
             if save_now:
-                timed("checkpoint_s", checkpoint.save, ckpt, stage.offset + step, states)
+                checkpoint.save(ckpt, stage.offset + step, states)
             rate = (step - start_step) / max(time.perf_counter() - start_time, 1e-9)
             postfix = {"steps/s": f"{rate:.1f}"}
             if results is not None:
@@ -343,7 +329,6 @@ def run_stage(
             "its first checkpoint; rerun the same command to start it again"
         ) from None
     bar.close()
-    timings["stage_s"] = time.perf_counter() - stage_start
     return states, results
 
 
