@@ -95,11 +95,15 @@ def test_the_estimate_adds_the_busiest_bc_process_and_every_fine_tuning_program(
     costs = {p.name: {"s_per_step": 0.1 * (i + 1), "compile_s": 2.0} for i, p in enumerate(plan)}
     del costs["trqam-scene-play"]
     costs[f"trqam-{DOMAIN}"].update(data_s=3.0, envs_s=4.0, eval_s=5.0, evals=2)
+    costs[f"bc-{DOMAIN}"].update(checkpoint_s=0.5, checkpoints=3)
     est = sweep.estimate(plan, status, costs, processes=2, overhead_s=7.0)
     # Plain arithmetic: BC programs 0 and 2 run on process 0, 1 and 3 on process 1, each whole;
-    # every part starts a process, loads its data and evaluates.
-    seconds = {p.name: 7.0 + p.steps * costs[p.name]["s_per_step"] for p in plan if p.name in costs}
+    # every part starts a process, compiles, loads its data, evaluates and saves.
+    seconds = {
+        p.name: 7.0 + 2.0 + p.steps * costs[p.name]["s_per_step"] for p in plan if p.name in costs
+    }
     seconds[f"trqam-{DOMAIN}"] += 3.0 + 4.0 + 2 * 5.0
+    seconds[f"bc-{DOMAIN}"] += 3 * 0.5
     bc_names = [p.name for p in plan if p.stage == sweep.BC]
     busiest = max(
         seconds[bc_names[0]] + seconds[bc_names[2]], seconds[bc_names[1]] + seconds[bc_names[3]]
@@ -192,13 +196,16 @@ def test_a_resolved_config_file_is_the_program_config(tmp_path):
     assert loaded.agent.actor_hidden_dims == (16, 16) and loaded.kl_budgets == (0.5, 2.0)
 
 
-def test_evaluations_follow_the_launchers_cadence():
+def test_evaluations_and_checkpoints_follow_the_launchers_cadence():
     from trqam_jax.sweep import measure
 
     config = sweep.base_config_of("trqam", DOMAIN)
-    config.update(offline_steps=30, steps_per_call=10, eval_interval=20, online_steps=5)
+    config.update(bc_steps=40, offline_steps=30, steps_per_call=10, online_steps=5)
+    config.update(eval_interval=20, save_interval=20)
     # Offline: step 0, 20 and the end (30); online (a step per call): its end only.
     assert measure.evaluations(config) == 4
+    # BC: 20, 40; offline: 20, 30; online: 5.
+    assert measure.checkpoints(config) == 5
 
 
 def test_a_worker_is_single_process_jax_on_the_devices_this_process_was_given():

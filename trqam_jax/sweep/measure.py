@@ -13,14 +13,14 @@ launcher later finds them.
 
 import os
 import sys
+import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 
 from configs import resolved
-from trqam_jax import compile_cache, experiment, loop, run_dir, train
-from trqam_jax.agents import bc, common, get_agent
+from trqam_jax import checkpoint, compile_cache, experiment, loop, run_dir
+from trqam_jax.agents import bc
 from trqam_jax.data.datasets import DatasetNotFoundError
 from trqam_jax.envs import make_envs
 from trqam_jax.sweep.plan import BC, FINETUNE
@@ -34,84 +34,96 @@ def _timed(fn, *args):
 
 
 def measure(config, stage: str, calls: int) -> dict:
-    """Seconds of the parts of one launcher run of `config` (its rows block 0).
+    """Seconds of the parts of one launcher run of `config` (its rows block 0), built as the
+    launcher builds them (`experiment.prepare`, `initial_states`, `offline_stage`: the same
+    compiled call, which the launcher then loads from the cache).
 
     Args:
-      config: a resolved program config; stage: "bc" or "finetune"; calls: timed calls >= 1.
+      config: a resolved program config; stage: BC or FINETUNE; calls: timed calls >= 1.
     Returns:
-      data_s (loading the data onto the devices), compile_s / cache_hits / cache_misses (the
-      first training call's), s_per_step (the fastest timed call per update step of all rows),
-      steps_per_call, rows, and for a program that evaluates: envs_s (creating its evaluation
-      environments), eval_s (one evaluation after its compile) and evals (`evaluations`).
+      data_s (validating and loading the data onto the devices), compile_s / cache_hits /
+      cache_misses (the first training call's), s_per_step (the fastest timed call per update
+      step of all rows), steps_per_call, rows, checkpoint_s (saving one checkpoint of the
+      states) and checkpoints (`checkpoints`), and for a program that evaluates: envs_s
+      (creating its evaluation environments), eval_s (one evaluation after its compile) and
+      evals (`evaluations`).
     """
-    rows = experiment.check_config(config)
-    mesh = train.make_mesh(len(rows))
-    data, data_s = _load(config)
-    start = time.perf_counter()
-    source = experiment.data_source(data, config, mesh)
-    data_s += time.perf_counter() - start
-    examples = (
-        jnp.zeros(data.train["observations"].shape[1]),
-        jnp.zeros((config.agent.horizon, data.train["actions"].shape[1])),
-    )
-    agent = bc if stage == BC else get_agent(config.agent.agent_name)
-    states = train.init_rows(agent, config.agent, jax.random.PRNGKey(0), rows.ids, *examples)
-    if agent is not bc:
-        states = common.set_hparams(states, rows.swept)
-    states = train.shard_rows(states, mesh)
-    timed = loop.OfflineStage(stage, agent, config, source, jax.random.PRNGKey(1), rows)
+    prepared, data_s = _prepare(config)
+    agent = bc if stage == BC else prepared.agent
+    states = experiment.initial_states(prepared, agent)
+    timed = experiment.offline_stage(prepared, BC if stage == BC else "offline", agent)
     with compile_cache.CompileTimer() as timer:
         states = jax.block_until_ready(timed.step(states, 0))[0]
     seconds = []
     for call in range(1, calls + 1):
         (states, *_), took = _timed(timed.step, states, call * timed.stride)
         seconds.append(took)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, checkpoint_s = _timed(checkpoint.save, checkpoint.manager(tmp), 0, states)
     record = dict(
         timer.record(),
         data_s=data_s,
-        rows=len(rows),
+        rows=len(prepared.rows),
         steps_per_call=timed.stride,
         s_per_step=min(seconds) / timed.stride,
+        checkpoint_s=checkpoint_s,
+        checkpoints=checkpoints(config),
     )
     if stage != BC and config.eval_episodes:
-        record.update(_evaluation(config, rows, agent, states), evals=evaluations(config))
+        record.update(_evaluation(prepared, states), evals=evaluations(config))
     return record
 
 
-def _load(config):
-    """(the dataset, seconds to load it): generated first if missing and allowed, untimed (the
-    program will find it on disk)."""
+def _prepare(config):
+    """(experiment.prepare(config), its seconds); a missing dataset that may be generated is
+    generated first, untimed (the program will find it on disk)."""
     quiet = config.copy_and_resolve_references()
     quiet.generate_if_missing = False
     try:
-        return _timed(experiment.load_data, quiet)
+        return _timed(experiment.prepare, quiet)
     except DatasetNotFoundError:
         if not config.generate_if_missing:
             raise
     experiment.load_data(config)
-    return _timed(experiment.load_data, quiet)
+    return _timed(experiment.prepare, quiet)
+
+
+def _ends(total: int, stride: int, interval: int) -> int:
+    """Calls of a stage of `total` steps (`stride` per call) that end on a multiple of
+    `interval` or at the stage's end (`loop.run_stage`'s cadence)."""
+    return sum(1 for end in range(stride, total + 1, stride) if end % interval == 0 or end == total)
 
 
 def evaluations(config) -> int:
-    """How many evaluations a fresh run of `config` makes (`loop.run_stage`'s cadence): one at the
-    start of the offline stage, then at every multiple of `eval_interval` and at each stage's end
-    (the online stage does not evaluate at its start)."""
-    count = 1 if config.offline_steps else 0
-    # Offline calls run steps_per_call steps, online ones a step each (loop.OnlineStage.stride).
-    for total, stride in ((config.offline_steps, config.steps_per_call), (config.online_steps, 1)):
-        ends = range(stride, total + 1, stride)
-        count += sum(1 for step in ends if step % config.eval_interval == 0 or step == total)
-    return count
+    """How many evaluations a fresh run of `config` makes: one at the start of the offline stage,
+    then at every multiple of `eval_interval` and at each stage's end (offline calls run
+    steps_per_call steps, online ones a step each; the online stage does not evaluate first)."""
+    start = 1 if config.offline_steps else 0
+    offline = _ends(config.offline_steps, config.steps_per_call, config.eval_interval)
+    return start + offline + _ends(config.online_steps, 1, config.eval_interval)
 
 
-def _evaluation(config, rows, agent, states) -> dict:
+def checkpoints(config) -> int:
+    """How many checkpoints a fresh run of `config` saves (every `save_interval`, each stage's
+    end)."""
+    stages = (
+        (config.bc_steps, config.steps_per_call),
+        (config.offline_steps, config.steps_per_call),
+    )
+    saves = sum(_ends(total, stride, config.save_interval) for total, stride in stages)
+    return saves + _ends(config.online_steps, 1, config.save_interval)
+
+
+def _evaluation(prepared, states) -> dict:
     """envs_s and eval_s of one evaluation as the launcher builds it (experiment._run)."""
+    config, rows = prepared.config, prepared.rows
     start = time.perf_counter()
     per_row = max(1, min(config.eval_episodes, config.eval_envs // len(rows)))
     envs = make_envs(experiment.row_env_names(config, rows, per_row), len(rows) * per_row)
     envs_s = time.perf_counter() - start
     try:
-        evaluate = loop.make_evaluator(config, envs, agent.act, jax.random.PRNGKey(2), rows)
+        key = experiment.run_keys(config)["eval"]
+        evaluate = loop.make_evaluator(config, envs, prepared.agent.act, key, rows)
         evaluate(states)  # compiles the policy
         _, eval_s = _timed(evaluate, states)
     finally:
@@ -129,11 +141,12 @@ def main(argv: list[str]) -> int:
         name = os.path.splitext(os.path.basename(path))[0]
         config = resolved.get_config(path)
         config.generate_if_missing = config.generate_if_missing and generate
-        config.init_from = ""  # not trained yet; the timed states start from scratch
+        loads_base, config.init_from = bool(config.init_from), ""  # the BC has not run yet
         stage = BC if config.bc_steps else FINETUNE  # a fine-tuning program starts from BC
         start = time.perf_counter()
         try:
             costs[name] = measure(config, stage, calls)
+            costs[name]["checkpoints"] += loads_base  # restoring the BC base costs about a save
         except experiment.USER_ERRORS as err:
             costs[name] = {"error": str(err)}
         costs[name]["measure_s"] = time.perf_counter() - start
