@@ -92,13 +92,16 @@ def test_the_estimate_adds_the_busiest_bc_process_and_every_fine_tuning_program(
     plan = sweep.make_plan(spec, processes=2)
     status = {p.name: "todo" for p in plan}
     status[f"fql-{DOMAIN}"] = "done"
-    costs = {p.name: {"s_per_step": 0.1 * (i + 1), "compile_s": 2.0} for i, p in enumerate(plan)}
+    costs = {
+        p.name: {"s_per_step": 0.1 * (i + 1), "compile_s": 9.0, "start_s": 2.0}
+        for i, p in enumerate(plan)
+    }
     del costs["trqam-scene-play"]
     costs[f"trqam-{DOMAIN}"].update(data_s=3.0, envs_s=4.0, eval_s=5.0, evals=2)
     costs[f"bc-{DOMAIN}"].update(checkpoint_s=0.5, checkpoints=3)
     est = sweep.estimate(plan, status, costs, processes=2, overhead_s=7.0)
     # Plain arithmetic: BC programs 0 and 2 run on process 0, 1 and 3 on process 1, each whole;
-    # every part starts a process, compiles, loads its data, evaluates and saves.
+    # every part starts a process and its training call, loads its data, evaluates and saves.
     seconds = {
         p.name: 7.0 + 2.0 + p.steps * costs[p.name]["s_per_step"] for p in plan if p.name in costs
     }
@@ -112,7 +115,7 @@ def test_the_estimate_adds_the_busiest_bc_process_and_every_fine_tuning_program(
     expected = busiest + sum(seconds[n] for n in finetune if status[n] != "done")
     assert est["total_s"] == pytest.approx(expected)
     assert est[f"fql-{DOMAIN}"] == 0.0 and est["unmeasured"] == ["trqam-scene-play"]
-    assert est["compile_s"] == pytest.approx(2.0 * (len(costs) - 1))  # the done one is not paid
+    assert est["compile_s"] == pytest.approx(9.0 * (len(costs) - 1))  # the done one is not paid
     lines = sweep.plan_lines(spec, plan, status, costs, processes=2, overhead_s=7.0)
     assert (
         "1 not measured" in lines[-1] and f"{sum(p.updates for p in plan):,} updates" in lines[-2]
@@ -324,7 +327,8 @@ def test_a_dry_run_checks_every_program_and_writes_nothing(tmp_path, capsys):
         assert calls == 1 and not generate and not any(p.startswith(str(root)) for p in paths)
         names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
         assert resolved.get_config(paths[1]).run_dir == str(root / names[1])
-        return {n: {"s_per_step": 0.01, "compile_s": 1.0, "data_s": 2.0} for n in names}, 5.0
+        cost = {"s_per_step": 0.01, "compile_s": 1.0, "start_s": 0.1, "data_s": 2.0}
+        return {name: cost for name in names}, 5.0
 
     assert sweep.run(spec, sweep.Processes(), never, never, measure, dry_run=True) == 0
     out = capsys.readouterr().out

@@ -85,9 +85,9 @@ def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
     plan = json.loads((root / sweep.PLAN_FILE).read_text())
     assert [p["status"] for p in plan["programs"]] == ["done", "resumes"]
     cost = plan["programs"][1]["cost"]
-    # The estimate: the process start, the data, the compiles, 20 updates, 3 evaluations and 3
-    # checkpoints (steps 10 and 20, and the BC base loaded), as measured.
-    expected = plan["process_start_s"] + cost["data_s"] + cost["envs_s"] + cost["compile_s"]
+    # The estimate: the process start, the data, the first call's start, 20 updates, 3
+    # evaluations and 3 checkpoints (steps 10 and 20, and the BC base loaded), as measured.
+    expected = plan["process_start_s"] + cost["data_s"] + cost["envs_s"] + cost["start_s"]
     expected += 3 * cost["eval_s"] + 3 * cost["checkpoint_s"]
     assert cost["s_per_step"] > 0 and cost["evals"] == 3 and cost["checkpoints"] == 3
     assert plan["programs"][1]["estimate_s"] == pytest.approx(expected + 20 * cost["s_per_step"])

@@ -13,13 +13,12 @@ from trqam_jax.sweep.spec import Sweep
 
 def program_seconds(program: Program, cost: dict, overhead_s: float = 0.0) -> float:
     """Wall seconds of one part of `program` from its measured `cost` (`measure.measure`): the
-    process start (`overhead_s`), loading the data, compiling, its updates, creating its
-    evaluation environments, its evaluations and its checkpoints. The measured compile seconds
-    stand for what the launcher compiles or loads from the cache (its training call, loaded;
-    the small programs around it, compiled), which the measurement does not see."""
+    process start (`overhead_s`), loading the data, starting its training call (tracing, and
+    loading it from the cache), its updates, creating its evaluation environments, its
+    evaluations and its checkpoints."""
     evals = cost.get("evals", 0) * cost.get("eval_s", 0.0)
     saves = cost.get("checkpoints", 0) * cost.get("checkpoint_s", 0.0)
-    startup = overhead_s + cost.get("data_s", 0.0) + cost.get("envs_s", 0.0) + cost["compile_s"]
+    startup = overhead_s + cost.get("data_s", 0.0) + cost.get("envs_s", 0.0) + cost["start_s"]
     return startup + program.steps * cost["s_per_step"] + evals + saves
 
 
@@ -112,9 +111,10 @@ def plan_lines(
         lines.append(
             f"estimated wall {format_duration(est['total_s'])}"
             + (f" for the measured programs ({unmeasured} not measured)" if unmeasured else "")
-            + f" (process starts of {overhead_s:.0f} s, data, compiles, updates, evaluations, "
-            f"checkpoints; {est['compile_s']:.0f} s of it compiling); online environment steps "
-            "counted at the offline update rate"
+            + f" (process starts of {overhead_s:.0f} s, data, updates, evaluations, "
+            f"checkpoints), + {est['compile_s']:.0f} s compiling paid by the measurement (the "
+            "programs load these compiles from the cache); online environment steps counted at "
+            "the offline update rate"
         )
     elif todo:
         lines.append("no estimate: nothing measured (--time_calls=0, or the measurement failed)")

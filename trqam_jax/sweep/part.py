@@ -1,6 +1,6 @@
 """One program part of a sweep: experiments.run unchanged, and a record of its cost.
 
-    python -m trqam_jax.sweep.part RECORD.json --config=configs/resolved.py:PLAN.json ...
+    python -m trqam_jax.sweep.part RECORD.json --config=configs/resolved.py:CONFIG.json ...
 
 runs the launcher's own command line (its validation, lock, config-change refusal, resume and
 exit codes), then writes RECORD.json: exit code, wall seconds, compile seconds and persistent
