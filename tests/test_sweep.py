@@ -296,8 +296,9 @@ def test_a_changed_override_over_a_finished_sweep_is_refused_naming_the_field(tm
             changed, sweep.Processes(), _fake_launcher(calls), _no_report, dry_run=dry_run,
             time_calls=0,
         )  # fmt: skip
-        out = capsys.readouterr().out
-        assert code == 2 and "agent.num_qs: 2 -> 3" in out and "another --root" in out, out
+        out, err = capsys.readouterr()
+        assert code == 2 and "agent.num_qs: 2 -> 3" in err and "another --root" in err, err
+        assert err.startswith("error: ") and len(err.splitlines()) == 1
         assert "Sweep plan" not in out  # refused before the plan, the measurement, any work
     assert calls == []
 
@@ -308,8 +309,8 @@ def test_the_root_is_locked_before_any_work(tmp_path, capsys):
     os.makedirs(tmp_path, exist_ok=True)
     with run_dir.locked(str(tmp_path)):
         assert sweep.run(spec, sweep.Processes(), never, never, never, time_calls=1) == 2
-    out = capsys.readouterr().out
-    assert "another sweep runs on --root" in out and run_dir.LOCK_FILE in out
+    err = capsys.readouterr().err
+    assert "another sweep runs on --root" in err and run_dir.LOCK_FILE in err
 
 
 def test_a_dry_run_checks_every_program_and_writes_nothing(tmp_path, capsys):
@@ -317,8 +318,11 @@ def test_a_dry_run_checks_every_program_and_writes_nothing(tmp_path, capsys):
     spec = tiny_sweep(root, agents="trqam,qam", budgets="-1,1")
     never = lambda *_: pytest.fail("a dry run launched work")
     assert sweep.run(spec, sweep.Processes(), never, never, dry_run=True, time_calls=0) == 2
-    out = capsys.readouterr().out
-    assert f"trqam-{DOMAIN}: " in out and "kl_budgets" in out and "positive" in out, out
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: trqam-{DOMAIN}: config.kl_budgets=(-1.0, 1.0)")
+        and "positive" in err
+    )
     assert not root.exists()
 
     spec = tiny_sweep(root, agents="trqam,qam", tasks="1,2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,12 @@ Measure = Callable[[list[str], int, bool], tuple[dict, float]]
 def _say(processes: Processes, text: str) -> None:
     prefix = f"[sweep {processes.index}/{processes.count}] " if processes.count > 1 else "[sweep] "
     print(prefix + text, flush=True)
+
+
+def _error(processes: Processes, text: str) -> None:
+    """`error: <text>` on stderr, as the launchers print it (with the process when several)."""
+    prefix = f"[sweep {processes.index}/{processes.count}] " if processes.count > 1 else ""
+    print(f"{prefix}error: {text}", file=sys.stderr, flush=True)
 
 
 def _write_shared(processes: Processes, path: str, payload: dict) -> None:
@@ -126,7 +133,7 @@ def run(
                 problem = str(err)
         problems = [s for s in processes.barrier("plan", problem) if s]
         if problems:
-            _say(processes, f"error: {problems[0]}")
+            _error(processes, problems[0])
             return 2
         if dry_run:
             return 0
