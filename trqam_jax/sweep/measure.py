@@ -23,6 +23,7 @@ from trqam_jax import checkpoint, compile_cache, experiment, loop, run_dir
 from trqam_jax.agents import bc
 from trqam_jax.data.datasets import DatasetNotFoundError
 from trqam_jax.envs import make_envs
+from trqam_jax.sweep import processes
 from trqam_jax.sweep.plan import BC, FINETUNE
 
 
@@ -148,6 +149,7 @@ def _evaluation(prepared, states) -> dict:
 def main(argv: list[str]) -> int:
     """argv: [program, OUT.json, calls, generate (0/1), cache dir, config files...]."""
     out, calls, generate, cache, paths = argv[1], int(argv[2]), argv[3] == "1", argv[4], argv[5:]
+    processes.die_with_parent()
     if cache != compile_cache.DISABLED:
         compile_cache.enable(cache)
     costs = {}

@@ -12,11 +12,13 @@ import sys
 import time
 
 from trqam_jax import compile_cache, run_dir
+from trqam_jax.sweep import processes
 
 
 def main(argv: list[str]) -> int:
     """argv: [program name, record path, *the launcher's flags] -> the launcher's exit code."""
     record_path, launcher_args = argv[1], argv[2:]
+    processes.die_with_parent()
     from experiments import run as launcher  # the launcher CLI itself, flags and all
 
     sys.argv = [launcher.__file__, *launcher_args]

@@ -26,6 +26,7 @@ _VISIBLE = (
     ("jax_rocm_visible_devices", "HIP_VISIBLE_DEVICES"),
 )
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_ENV = "TRQAM_SWEEP_PARENT"  # the sweep's pid, for its worker's `die_with_parent`
 STOP_GRACE_S = 30.0  # how long a stopped worker may take to close its files before SIGKILL
 
 
@@ -96,27 +97,29 @@ def worker_env(environ=None, chosen=None) -> dict:
     return env
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child before exec: SIGTERM when the parent dies (kill -9 included)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
+def die_with_parent() -> None:
+    """In a worker (`run_worker` started it): SIGTERM when the sweep process dies, kill -9
+    included (Linux's parent-death signal; elsewhere nothing). Set from the worker itself rather
+    than between fork and exec, which is unsafe in a process with threads such as JAX's."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the sweep died before the signal was set
         os._exit(1)
 
 
 def run_worker(module: str, args: list[str], env: dict) -> int:
-    """`python -m module *args` in a process group of its own that dies with this process;
-    returns its exit code.
+    """`python -m module *args` in a process group of its own that dies with this process
+    (the module calls `die_with_parent`); returns its exit code.
 
     Ctrl-C (or a SIGTERM that run_absl turns into KeyboardInterrupt) stops the worker's whole
     group (SIGTERM, then SIGKILL after STOP_GRACE_S) before it propagates.
     """
-    parent = os.getpid()
     worker = subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env=env,
+        env=dict(env, **{PARENT_ENV: str(os.getpid())}),
         process_group=0,  # the terminal's Ctrl-C reaches this process only, which stops it
-        preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
     )
     try:
         return worker.wait()
