@@ -143,7 +143,13 @@ def _running_worker(tiny_single_dir, root):
     """A sweep whose BC worker trains for long, once that worker started: (sweep, worker pid, its
     output so far and to come: a thread reads it on, so the pipe never fills)."""
     flags = tiny_flags(tiny_single_dir, root, agents="trqam", sets=("bc_steps=1000000",))
-    process = start([*flags, "--time_calls=0"])
+    # Under a shell's background job SIGINT is ignored, and an ignored signal stays ignored in
+    # the children; with a handler here, the sweep starts with Ctrl-C's default.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = start([*flags, "--time_calls=0"])
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     lines = []
     for line in process.stdout:
         lines.append(line)
