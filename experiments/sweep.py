@@ -4,44 +4,52 @@
     python -m experiments.sweep --agents=trqam,qam --domains=cube-double-play --tasks=1,2 \\
         --seeds=2 --root=runs/sweep-small --set agent.num_qs=2 --set offline_steps=2000 --dry_run
 
-Prints the plan first (programs, rows, update steps, status, measured compile seconds and
-seconds per step, the estimated wall time), writes it to <root>/plan.json, then runs one BC
-program per domain, one fine-tuning program per (agent, domain) starting from it, and
-experiments.report over the fine-tuning runs (<root>/report). Rerunning skips what is finished and
-resumes what is not. `--set key=value` overrides a config field of every agent that has it.
+Checks every program and prints the plan first (programs, rows, update steps, status), then its
+cost measured on this machine (compile seconds, seconds per step, evaluation, the estimated wall
+time), writes it to <root>/plan.json with every program's resolved config, then runs one BC
+program per domain, one fine-tuning program per (agent, domain) starting from it, each one
+experiments.run, and the report over the fine-tuning runs (<root>/report). Rerunning skips what
+is finished and resumes what is not; a changed config is refused, naming the field.
 Several processes (one per host or GPU, e.g. `srun`): add --distributed (docs/cluster.md).
-docs/sweep.md describes the layout of <root> and every flag; trqam_jax/sweep.py the plan.
+docs/sweep.md describes the layout of <root> and every flag; trqam_jax/sweep/ the plan.
 """
 
-import json
 import os
-import subprocess
 import sys
+import tempfile
+import time
 
-from trqam_jax.envs import headless_mujoco
+from absl import flags, logging
 
-headless_mujoco()  # state-based tasks need no rendering; set before MuJoCo is first imported
-
-from absl import flags, logging  # noqa: E402
-
-from experiments import report, run_absl  # noqa: E402
-from trqam_jax import compile_cache, sweep  # noqa: E402
+# The package import selects MuJoCo's no-GL mode before MuJoCo is imported.
+from experiments import fail, refuse_arguments, run_absl
+from trqam_jax import compile_cache, run_dir, sweep
+from trqam_jax.report import USER_ERRORS as REPORT_ERRORS
+from trqam_jax.report import write_report
 
 flags.DEFINE_string(
     "agents", "paper", "paper (the TRQAM table's methods present here), all, or config names"
 )
 flags.DEFINE_string("domains", "paper", "paper (the TRQAM table's 10 domains) or domain names")
 flags.DEFINE_string("tasks", "1,2,3,4,5", "task ids; they ride the row axis of each program")
-flags.DEFINE_integer("seeds", 8, "seeds per (task, budget)")
-flags.DEFINE_string("kl_budgets", "", "budgets swept by the agents that have one ('' = own)")
+flags.DEFINE_integer("seeds", 8, "seeds per (task, swept value)")
+flags.DEFINE_string(
+    "kl_budgets", "", "kl_budget values for the agents that sweep it (TRQAM; '' = own)"
+)
+flags.DEFINE_multi_string(
+    "swept",
+    [],
+    "HPARAM=V1,V2,...: the values of an agent's swept hparam for every agent that sweeps it, "
+    "e.g. --swept=inv_temp=1,3,10 (QAM); --kl_budgets=X is --swept=kl_budget=X",
+)
 flags.DEFINE_string("root", "runs/sweep", "directory of every run, the plan and the report")
 flags.DEFINE_multi_string(
     "set",
     [],
-    "key=value config override for every agent that has the field (repeatable), "
-    "e.g. --set agent.num_qs=2 --set offline_steps=2000 --set dataset_dir=data/small",
+    "key=value config override for every agent that has the field (repeatable; a key given "
+    "twice: the last one wins), e.g. --set agent.num_qs=2 --set offline_steps=2000",
 )
-flags.DEFINE_bool("dry_run", False, "print the plan and stop; writes nothing (but the cache)")
+flags.DEFINE_bool("dry_run", False, "check and print the plan, then stop; writes nothing")
 flags.DEFINE_integer(
     "time_calls", 1, "timed calls of each program's compiled update for the estimate (0: none)"
 )
@@ -62,30 +70,39 @@ flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (jax.dist
 flags.DEFINE_integer("num_processes", 0, "processes of the sweep (0: detected)")
 flags.DEFINE_integer("process_id", -1, "this process's index (-1: detected)")
 flags.DEFINE_float("barrier_timeout_h", 72.0, "hours a process waits for the others")
-flags.DEFINE_string("worker", "", "internal: a job of a worker process (JSON)")
 FLAGS = flags.FLAGS
+RESOLVED_CONFIG = "configs/resolved.py"  # the launcher's config file for a resolved JSON config
 
 
-def _worker_command(spec: sweep.Sweep) -> list[str]:
-    """This CLI with the sweep's own flags (no distributed ones): what every worker runs."""
-    return [
-        sys.executable,
-        "-m",
-        "experiments.sweep",
-        f"--agents={','.join(spec.agents)}",
-        f"--domains={','.join(spec.domains)}",
-        f"--tasks={','.join(map(str, spec.tasks))}",
-        f"--seeds={spec.seeds}",
-        f"--kl_budgets={','.join(map(str, spec.kl_budgets))}",
-        f"--root={spec.root}",
-        f"--compile_cache={FLAGS.compile_cache}",
-        *(f"--set={override}" for override in FLAGS.set),
-    ]
+def make_workers(cache: str, env: dict):
+    """(launch, measure) for `sweep.run`: worker processes that die with this one."""
+
+    def launch(config_path: str, part: int, record: str) -> int:
+        args = [
+            record,
+            f"--config={RESOLVED_CONFIG}:{os.path.abspath(config_path)}",
+            f"--config.rows_part={part}",
+            f"--compile_cache={cache}",
+        ]
+        return sweep.run_worker("trqam_jax.sweep.part", args, env)
+
+    def measure(paths: list[str], calls: int, generate: bool) -> tuple[dict, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "costs.json")
+            start = time.perf_counter()
+            args = [out, str(calls), str(int(generate)), cache, *paths]
+            if sweep.run_worker("trqam_jax.sweep.measure", args, env) != 0:
+                raise sweep.ConfigError("the cost measurement failed (its output is above)")
+            costs = run_dir.read_json(out)
+        # What a worker spends besides its programs: starting Python, importing JAX and MuJoCo.
+        measured = sum(cost["measure_s"] for cost in costs.values())
+        return costs, max(0.0, time.perf_counter() - start - measured)
+
+    return launch, measure
 
 
 def main(argv):
-    if len(argv) > 1:
-        sys.exit(_fail(f"unexpected arguments {argv[1:]}; flags take the form --name=value", 2))
+    refuse_arguments(argv)
     logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines off the console
     try:
         spec = sweep.make_sweep(
@@ -96,15 +113,10 @@ def main(argv):
             FLAGS.kl_budgets,
             FLAGS.root,
             FLAGS.set,
+            FLAGS.swept,
         )
     except sweep.USER_ERRORS as err:
-        sys.exit(_fail(err, 2))
-    if FLAGS.worker:
-        cache = compile_cache.cache_dir(FLAGS.compile_cache, spec.root)
-        if cache:
-            compile_cache.enable(cache)
-        sys.exit(sweep.run_worker(spec, json.loads(FLAGS.worker)))
-
+        sys.exit(fail(err, 2))
     if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         processes = sweep.connect(
             FLAGS.coordinator_address or None,
@@ -114,14 +126,15 @@ def main(argv):
         )
     else:
         processes = sweep.Processes()
-    command, env = _worker_command(spec), sweep.worker_env()
+    cache = compile_cache.cache_dir(FLAGS.compile_cache, spec.root) or compile_cache.DISABLED
+    launch, measure = make_workers(cache, sweep.worker_env())
 
-    def launch(job: dict) -> int:
-        return subprocess.run([*command, f"--worker={json.dumps(job)}"], env=env).returncode
-
-    def make_report(run_dirs: list[str], out: str) -> int:
-        plots = [] if FLAGS.plots else ["--no-plots"]
-        return report.main([*run_dirs, "--out", out, *plots])
+    def make_report(paths: list[str], out: str) -> int:
+        try:
+            write_report(paths, out, plots=FLAGS.plots)
+        except REPORT_ERRORS as err:
+            return fail(err, 2)
+        return 0
 
     try:
         code = sweep.run(
@@ -129,20 +142,16 @@ def main(argv):
             processes,
             launch,
             make_report,
+            measure,
             dry_run=FLAGS.dry_run,
             time_calls=FLAGS.time_calls,
             command=sys.argv,
         )
     except sweep.USER_ERRORS as err:
-        code = _fail(err, 2)
-    except KeyboardInterrupt:
-        code = _fail("interrupted; rerun the same command to resume", 130)
+        code = fail(err, 2)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (run_absl): the workers are stopped already
+        code = fail("interrupted; rerun the same command to resume", 130)
     sys.exit(code)
-
-
-def _fail(err, code: int) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return code
 
 
 def cli() -> None:

@@ -1,93 +1,19 @@
-"""The sweep: its plan, cost estimate, skip / resume logic and the compilation cache, a reduced
-sweep end to end (BC, two agents, the report) on a tiny generated dataset, and the same sweep
-split over two local CPU processes joined by jax.distributed."""
+"""The sweep's plan: programs, configs, overrides, the swept hparam of each agent, the estimate,
+the checks before any work, skip / resume around failures (a stand-in launcher) and the
+compilation cache. tests/test_sweep_run.py runs the CLI end to end."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from trqam_jax import run_dir, sweep
+from configs import resolved
+from tests.sweep_tiny import DOMAIN, ROOT, TINY, cli_env
+from trqam_jax import experiment, run_dir, sweep
 from trqam_jax.data.datasets import DataError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The quickstart's domain: its 200-step episodes and one-cube scene make evaluation and
-# environment creation the cheapest of the manipulation domains.
-DOMAIN = "cube-single-play"
-TINY_DATA = dict(name=f"{DOMAIN}-v0", episodes=2, val_episodes=1, max_episode_steps=100, seed=0)
-# Tiny networks and a few steps: every program compiles in seconds and trains in one call.
-TINY = (
-    "agent.actor_hidden_dims=(16,16)",
-    "agent.critic_hidden_dims=(16,16)",
-    "agent.num_qs=2",
-    "agent.batch_size=8",
-    "bc_steps=10",
-    "offline_steps=10",
-    "steps_per_call=10",
-    "log_interval=10",
-    "eval_interval=10",
-    "save_interval=10",
-    "eval_episodes=1",
-)
-
-
-def tiny_flags(data_dir, root, agents="trqam,qam", tasks="1", seeds=2, kl_budgets="", sets=()):
-    """The sweep CLI's flags for a reduced sweep on `data_dir`."""
-    overrides = (*TINY, f"dataset_dir={data_dir}", *sets)
-    return [
-        f"--agents={agents}",
-        f"--domains={DOMAIN}",
-        f"--tasks={tasks}",
-        f"--seeds={seeds}",
-        f"--kl_budgets={kl_budgets}",
-        f"--root={root}",
-        "--noplots",
-        *(f"--set={o}" for o in overrides),
-    ]
-
-
-@pytest.fixture(scope="module")
-def tiny_single_dir(tmp_path_factory):
-    """A generated cube-single-play dataset of two short episodes (seconds to make)."""
-    from trqam_jax.data.generate import generate_dataset
-
-    out = str(tmp_path_factory.mktemp("cube_single"))
-    generate_dataset(out_dir=out, workers=1, progress=False, **TINY_DATA)
-    return out
-
-
-def cli_env():
-    # XLA's optimisation passes dominate these tiny programs' compile time (by about 3x on a
-    # CPU); every run of a test compiles the same way, so the runs still agree with each other.
-    # The sweep keeps its own compile cache under its root (the tests count its hits), not the
-    # test session's shared one (tests/conftest.py).
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    return env
-
-
-def run_cli(flags, timeout=900):
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", *flags],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return done.stdout
-
-
-def read_jsonl(path):
-    return run_dir.read_jsonl(str(path), required=True)
 
 
 def tiny_sweep(root, agents="trqam,qam,fql", domains=DOMAIN, tasks="1,2", seeds=2, budgets=""):
@@ -166,11 +92,21 @@ def test_the_estimate_adds_the_busiest_bc_process_and_every_fine_tuning_program(
     plan = sweep.make_plan(spec, processes=2)
     status = {p.name: "todo" for p in plan}
     status[f"fql-{DOMAIN}"] = "done"
-    costs = {p.name: {"s_per_step": 0.1 * (i + 1), "compile_s": 2.0} for i, p in enumerate(plan)}
+    costs = {
+        p.name: {"s_per_step": 0.1 * (i + 1), "compile_s": 9.0, "start_s": 2.0}
+        for i, p in enumerate(plan)
+    }
     del costs["trqam-scene-play"]
-    est = sweep.estimate(plan, status, costs, processes=2)
-    # Plain arithmetic: BC programs 0 and 2 run on process 0, 1 and 3 on process 1, each whole.
-    seconds = {p.name: p.steps * costs[p.name]["s_per_step"] for p in plan if p.name in costs}
+    costs[f"trqam-{DOMAIN}"].update(data_s=3.0, envs_s=4.0, eval_s=5.0, evals=2)
+    costs[f"bc-{DOMAIN}"].update(checkpoint_s=0.5, checkpoints=3)
+    est = sweep.estimate(plan, status, costs, processes=2, overhead_s=7.0)
+    # Plain arithmetic: BC programs 0 and 2 run on process 0, 1 and 3 on process 1, each whole;
+    # every part starts a process and its training call, loads its data, evaluates and saves.
+    seconds = {
+        p.name: 7.0 + 2.0 + p.steps * costs[p.name]["s_per_step"] for p in plan if p.name in costs
+    }
+    seconds[f"trqam-{DOMAIN}"] += 3.0 + 4.0 + 2 * 5.0
+    seconds[f"bc-{DOMAIN}"] += 3 * 0.5
     bc_names = [p.name for p in plan if p.stage == sweep.BC]
     busiest = max(
         seconds[bc_names[0]] + seconds[bc_names[2]], seconds[bc_names[1]] + seconds[bc_names[3]]
@@ -179,8 +115,8 @@ def test_the_estimate_adds_the_busiest_bc_process_and_every_fine_tuning_program(
     expected = busiest + sum(seconds[n] for n in finetune if status[n] != "done")
     assert est["total_s"] == pytest.approx(expected)
     assert est[f"fql-{DOMAIN}"] == 0.0 and est["unmeasured"] == ["trqam-scene-play"]
-    assert est["compile_s"] == pytest.approx(2.0 * (len(costs) - 1))  # the done one is not paid
-    lines = sweep.plan_lines(spec, plan, status, costs, processes=2)
+    assert est["compile_s"] == pytest.approx(9.0 * (len(costs) - 1))  # the done one is not paid
+    lines = sweep.plan_lines(spec, plan, status, costs, processes=2, overhead_s=7.0)
     assert (
         "1 not measured" in lines[-1] and f"{sum(p.updates for p in plan):,} updates" in lines[-2]
     )
@@ -222,6 +158,59 @@ def test_an_override_reaches_only_the_configs_that_have_the_field(tmp_path):
     assert "kl_budget" not in sweep.agent_config(spec, "qam", DOMAIN).agent
 
 
+def test_a_key_given_twice_keeps_its_last_value_and_types_are_ml_collections(tmp_path):
+    overrides = ("agent.num_qs=2", "agent.actor_hidden_dims=(8,8)", "agent.num_qs=3")
+    spec = sweep.make_sweep("trqam", DOMAIN, "1", 2, "", str(tmp_path), overrides)
+    config = sweep.agent_config(spec, "trqam", DOMAIN)
+    assert config.agent.num_qs == 3 and config.agent.actor_hidden_dims == (8, 8)
+    spec = sweep.make_sweep("trqam", DOMAIN, "1", 2, "", str(tmp_path), ("agent.num_qs=0.5",))
+    with pytest.raises(sweep.ConfigError, match="agent.num_qs=0.5: .*float.*int"):
+        sweep.agent_config(spec, "trqam", DOMAIN)
+
+
+def test_each_agent_sweeps_its_own_hparam_as_rows(tmp_path):
+    spec = sweep.make_sweep(
+        "trqam,qam,fql", DOMAIN, "1,2", 2, "0.5,1", str(tmp_path), TINY, ("inv_temp=1,3,10",)
+    )
+    plan = {p.name: p for p in sweep.make_plan(spec)}
+    # QAM's inv_temp rides the rows as TRQAM's kl_budget does; FQL sweeps nothing.
+    assert plan[f"trqam-{DOMAIN}"].rows == 2 * 2 * 2 and plan[f"qam-{DOMAIN}"].rows == 2 * 3 * 2
+    assert plan[f"fql-{DOMAIN}"].rows == 2 * 2
+    qam = sweep.program_config(spec, plan[f"qam-{DOMAIN}"])
+    assert experiment.swept_values(qam) == {"inv_temp": (1.0, 3.0, 10.0)}
+    trqam = sweep.program_config(spec, plan[f"trqam-{DOMAIN}"])
+    assert experiment.swept_values(trqam) == {"kl_budget": (0.5, 1.0)}
+    fql = sweep.program_config(spec, plan[f"fql-{DOMAIN}"])
+    assert experiment.swept_values(fql) == {} and tuple(fql.kl_budgets) == ()
+    # Each value is a traced hparam of the agent's state, set per row.
+    assert experiment.swept_hparam(qam) == "inv_temp" and "inv_temp" in qam.agent
+    with pytest.raises(sweep.ConfigError, match="no agent of the sweep sweeps alpha"):
+        sweep.make_sweep("qam,fql", DOMAIN, "1", 2, "", str(tmp_path), TINY, ("alpha=1,2",))
+
+
+def test_a_resolved_config_file_is_the_program_config(tmp_path):
+    spec = tiny_sweep(tmp_path, agents="trqam", budgets="0.5,2")
+    program = next(p for p in sweep.make_plan(spec) if p.stage == sweep.FINETUNE)
+    config = sweep.program_config(spec, program)
+    path = sweep.config_file(spec, program)
+    sweep.plan.write_config(config, path)
+    loaded = resolved.get_config(path)
+    assert experiment.config_record(loaded) == experiment.config_record(config)
+    assert loaded.agent.actor_hidden_dims == (16, 16) and loaded.kl_budgets == (0.5, 2.0)
+
+
+def test_evaluations_and_checkpoints_follow_the_launchers_cadence():
+    from trqam_jax.sweep import measure
+
+    config = sweep.base_config_of("trqam", DOMAIN)
+    config.update(bc_steps=40, offline_steps=30, steps_per_call=10, online_steps=5)
+    config.update(eval_interval=20, save_interval=20)
+    # Offline: step 0, 20 and the end (30); online (a step per call): its end only.
+    assert measure.evaluations(config) == 4
+    # BC: 20, 40; offline: 20, 30; online: 5.
+    assert measure.checkpoints(config) == 5
+
+
 def test_a_worker_is_single_process_jax_on_the_devices_this_process_was_given():
     parent = {
         "JAX_COORDINATOR_ADDRESS": "h:1",
@@ -238,70 +227,115 @@ def test_a_worker_is_single_process_jax_on_the_devices_this_process_was_given():
     assert "CUDA_VISIBLE_DEVICES" not in sweep.worker_env({}, {"jax_cuda_visible_devices": "all"})
 
 
-def _fake_launcher(spec, calls, fail=()):
-    """Stands in for the worker processes: writes what a finished launcher run leaves behind."""
+def _fake_launcher(calls, fail=()):
+    """Stands in for a part's experiments.run: writes what a finished launcher run leaves."""
 
-    def launch(job):
-        calls.append((job["mode"], job.get("program"), job.get("part")))
-        program = next(
-            p for p in sweep.make_plan(spec, job["processes"]) if p.name == job["program"]
-        )
-        if program.name in fail:
+    def launch(config_path, part, record):
+        name = os.path.splitext(os.path.basename(config_path))[0]
+        calls.append(name)
+        if name in fail:
             return 3
-        out = sweep.part_dirs(spec, program)[job["part"]]
-        config = sweep.program_config(spec, program)
+        config = resolved.get_config(config_path)
+        config.rows_part = part
+        out = experiment.run_directory(config)
         os.makedirs(out, exist_ok=True)
-        run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), {})
-        steps = {name: config[name] for name in ("bc_steps", "offline_steps", "online_steps")}
+        run_dir.write_json(os.path.join(out, run_dir.CONFIG_FILE), experiment.config_record(config))
+        steps = {name: config[name] for name in experiment.STAGE_STEPS}
         run_dir.write_json(os.path.join(out, run_dir.SUMMARY_FILE), {"steps": steps})
         return 0
 
     return launch
 
 
+def _no_report(dirs, out):
+    return 0
+
+
 def test_the_sweep_skips_what_is_finished_and_runs_around_a_failure(tmp_path, capsys):
     spec = tiny_sweep(tmp_path, agents="trqam,qam,fql", tasks="1")
     reported, calls = [], []
     report = lambda dirs, out: reported.append((dirs, out)) or 0
-    fails = _fake_launcher(spec, calls, fail=(f"bc-{DOMAIN}-fql",))
+    fails = _fake_launcher(calls, fail=(f"bc-{DOMAIN}-fql",))
     code = sweep.run(spec, sweep.Processes(), fails, report, time_calls=0)
     # The FQL BC failed: FQL's fine-tuning is not run, the other agents' are, and reported.
     assert code == 3
-    assert [c[1] for c in calls] == [
-        f"bc-{DOMAIN}",
-        f"bc-{DOMAIN}-fql",
-        f"trqam-{DOMAIN}",
-        f"qam-{DOMAIN}",
-    ]
-    assert reported == [
-        (
-            [str(tmp_path / f"trqam-{DOMAIN}"), str(tmp_path / f"qam-{DOMAIN}")],
-            str(tmp_path / "report"),
-        )
-    ]
+    assert calls == [f"bc-{DOMAIN}", f"bc-{DOMAIN}-fql", f"trqam-{DOMAIN}", f"qam-{DOMAIN}"]
+    assert reported == [([str(tmp_path)], str(tmp_path / "report"))]  # the root: marks the rest
     summary = json.loads((tmp_path / sweep.SUMMARY_FILE).read_text())
     assert set(summary["failed"]) == {f"bc-{DOMAIN}-fql", f"fql-{DOMAIN}"}
     plan = json.loads((tmp_path / sweep.PLAN_FILE).read_text())
     assert [p["status"] for p in plan["programs"]] == ["todo"] * 5
+    # Each program's launcher ran the resolved config the plan names.
+    trqam = plan["programs"][2]
+    config = resolved.get_config(trqam["config_file"])
+    assert config.run_dir == trqam["run_dirs"][0] and config.agent.num_qs == 2
     # Rerun: only what is not finished runs again.
     calls.clear()
-    assert (
-        sweep.run(spec, sweep.Processes(), _fake_launcher(spec, calls), report, time_calls=0) == 0
-    )
-    assert [c[1] for c in calls] == [f"bc-{DOMAIN}-fql", f"fql-{DOMAIN}"]
+    assert sweep.run(spec, sweep.Processes(), _fake_launcher(calls), report, time_calls=0) == 0
+    assert calls == [f"bc-{DOMAIN}-fql", f"fql-{DOMAIN}"]
     plan = json.loads((tmp_path / sweep.PLAN_FILE).read_text())
     assert [p["status"] for p in plan["programs"]] == ["done", "todo", "done", "done", "todo"]
     assert "finished before, skipped" in capsys.readouterr().out
 
 
-def test_a_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+def test_a_changed_override_over_a_finished_sweep_is_refused_naming_the_field(tmp_path, capsys):
+    spec = tiny_sweep(tmp_path, agents="trqam,qam", tasks="1")
+    assert sweep.run(spec, sweep.Processes(), _fake_launcher([]), _no_report, time_calls=0) == 0
+    changed = sweep.make_sweep(
+        "trqam,qam", DOMAIN, "1", 2, "", str(tmp_path), (*TINY, "agent.num_qs=3")
+    )
+    calls = []
+    for dry_run in (True, False):
+        capsys.readouterr()
+        code = sweep.run(
+            changed, sweep.Processes(), _fake_launcher(calls), _no_report, dry_run=dry_run,
+            time_calls=0,
+        )  # fmt: skip
+        out, err = capsys.readouterr()
+        assert code == 2 and "agent.num_qs: 2 -> 3" in err and "another --root" in err, err
+        assert err.startswith("error: ") and len(err.splitlines()) == 1
+        assert "Sweep plan" not in out  # refused before the plan, the measurement, any work
+    assert calls == []
+
+
+def test_the_root_is_locked_before_any_work(tmp_path, capsys):
+    spec = tiny_sweep(tmp_path, agents="trqam", tasks="1")
+    never = lambda *_: pytest.fail("a sweep worked on a root another sweep holds")
+    os.makedirs(tmp_path, exist_ok=True)
+    with run_dir.locked(str(tmp_path)):
+        assert sweep.run(spec, sweep.Processes(), never, never, never, time_calls=1) == 2
+    err = capsys.readouterr().err
+    assert "another sweep runs on --root" in err and run_dir.LOCK_FILE in err
+
+
+def test_a_dry_run_checks_every_program_and_writes_nothing(tmp_path, capsys):
     root = tmp_path / "sweep"
-    spec = tiny_sweep(root, agents="trqam,qam", tasks="1,2")
+    spec = tiny_sweep(root, agents="trqam,qam", budgets="-1,1")
     never = lambda *_: pytest.fail("a dry run launched work")
-    assert sweep.run(spec, sweep.Processes(), never, never, dry_run=True, time_calls=0) == 0
-    out = capsys.readouterr().out
-    assert f"bc-{DOMAIN}" in out and f"trqam-{DOMAIN}" in out and "no estimate" in out
+    assert sweep.run(spec, sweep.Processes(), never, never, dry_run=True, time_calls=0) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: trqam-{DOMAIN}: config.kl_budgets=(-1.0, 1.0)")
+        and "positive" in err
+    )
     assert not root.exists()
+
+    spec = tiny_sweep(root, agents="trqam,qam", tasks="1,2")
+
+    def measure(paths, calls, generate):  # the measurement gets resolved configs off the root
+        assert calls == 1 and not generate and not any(p.startswith(str(root)) for p in paths)
+        names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        assert resolved.get_config(paths[1]).run_dir == str(root / names[1])
+        cost = {"s_per_step": 0.01, "compile_s": 1.0, "start_s": 0.1, "data_s": 2.0}
+        return {name: cost for name in names}, 5.0
+
+    assert sweep.run(spec, sweep.Processes(), never, never, measure, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert f"bc-{DOMAIN}" in out and f"trqam-{DOMAIN}" in out and "estimated wall" in out
+    assert "{" not in out  # a table, no raw records
+    assert not root.exists()
+    assert sweep.run(spec, sweep.Processes(), never, never, dry_run=True, time_calls=0) == 0
+    assert "no estimate" in capsys.readouterr().out
 
 
 _COMPILE = textwrap.dedent(
@@ -335,182 +369,3 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     (hits1, misses1), (hits2, misses2) = counts
     assert hits1 == 0 and misses1 > 0 and entries[0]  # compiled and stored
     assert hits2 == misses1 and misses2 == 0 and entries[1] == entries[0]  # loaded, nothing new
-
-
-# ----------------------------------------------------------------------------------------------
-# A reduced sweep end to end
-
-
-@pytest.fixture(scope="module")
-def reduced_sweep(tiny_single_dir, tmp_path_factory):
-    """The reduced sweep (BC, TRQAM and QAM on 2 tasks x 2 seeds) run once by one process:
-    (its root, its output). The tests below leave its TRQAM and BC runs as they are."""
-    root = tmp_path_factory.mktemp("reduced") / "sweep"
-    return root, run_cli([*tiny_flags(tiny_single_dir, root, tasks="1,2"), "--time_calls=0"])
-
-
-def test_a_reduced_sweep_runs_bc_both_agents_and_the_report_then_resumes(
-    reduced_sweep, tiny_single_dir
-):
-    root, out = reduced_sweep
-    assert out.index("Sweep plan") < out.index("running")  # the plan comes before any work
-    plan = json.loads((root / sweep.PLAN_FILE).read_text())
-    names = [p["name"] for p in plan["programs"]]
-    assert names == [f"bc-{DOMAIN}", f"trqam-{DOMAIN}", f"qam-{DOMAIN}"]
-    assert [p["rows"] for p in plan["programs"]] == [2, 4, 4]  # BC: seeds; then tasks x seeds
-
-    # One BC run, its checkpoint the start of both agents' fine-tuning (no BC stage of their own).
-    bc_metrics = read_jsonl(root / f"bc-{DOMAIN}" / run_dir.TRAIN_METRICS_FILE)
-    assert {(r["stage"], r["step"]) for r in bc_metrics} == {("bc", 10)}
-    starts = {}
-    for agent in ("trqam", "qam"):
-        out_dir = root / f"{agent}-{DOMAIN}"
-        config = json.loads((out_dir / run_dir.CONFIG_FILE).read_text())
-        assert config["init_from"] == str(root / f"bc-{DOMAIN}") and config["bc_steps"] == 0
-        metrics = read_jsonl(out_dir / run_dir.TRAIN_METRICS_FILE)
-        assert {r["stage"] for r in metrics} == {"offline"}
-        evals = read_jsonl(out_dir / run_dir.EVAL_FILE)
-        starts[agent] = [
-            (r["task"], r["seed"], r["return"], r["length"]) for r in evals if r["step"] == 0
-        ]
-    # At step 0 both policies are the BC policy, evaluated on the same episodes of each task.
-    assert starts["trqam"] == starts["qam"] and len(starts["qam"]) == 4
-    report_md = (root / sweep.REPORT_DIR / "report.md").read_text()
-    assert "| trqam" in report_md and "| qam" in report_md
-    first = {
-        r["program"]: r for r in json.loads((root / sweep.SUMMARY_FILE).read_text())["programs"]
-    }
-
-    # More fine-tuning steps for QAM, with the cost measurement: BC is finished and skipped, QAM
-    # resumes from its checkpoint at step 10.
-    flags = tiny_flags(tiny_single_dir, root, agents="qam", tasks="1,2", sets=("offline_steps=20",))
-    out = run_cli([*flags, "--time_calls=1"])
-    assert f"bc-{DOMAIN} part 0: finished before, skipped" in out
-    plan = json.loads((root / sweep.PLAN_FILE).read_text())
-    assert [p["status"] for p in plan["programs"]] == ["done", "resumes"]
-    cost = plan["programs"][1]["cost"]
-    assert cost["s_per_step"] > 0 and plan["programs"][1]["estimate_s"] == pytest.approx(
-        20 * cost["s_per_step"]
-    )
-    metrics = read_jsonl(root / f"qam-{DOMAIN}" / run_dir.TRAIN_METRICS_FILE)
-    rows = [(1, 0), (1, 1), (2, 0), (2, 1)]  # (task, seed), task-major
-    assert [(r["step"], r["task"], r["seed"]) for r in metrics] == [
-        (s, *row) for s in (10, 20) for row in rows
-    ]
-    evals = read_jsonl(root / f"qam-{DOMAIN}" / run_dir.EVAL_FILE)
-    assert [r["step"] for r in evals] == [0] * 4 + [10] * 4 + [20] * 4
-    # Compile once: the measurement and the resumed program loaded the first run's compiles.
-    again = {
-        r["program"]: r for r in json.loads((root / sweep.SUMMARY_FILE).read_text())["programs"]
-    }
-    program = f"qam-{DOMAIN}"
-    assert cost["cache_hits"] > 0 and cost["cache_misses"] == 0, cost
-    assert again[program]["cache_hits"] > 0, again
-    assert again[program]["compile_s"] < first[program]["compile_s"], (again, first)
-
-
-# ----------------------------------------------------------------------------------------------
-# Two processes joined by jax.distributed
-
-TIMEOUT_S = 900  # per sweep process; a hung barrier fails the test instead of hanging it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(flags):
-    return subprocess.Popen(
-        [sys.executable, "-m", "experiments.sweep", *flags],
-        cwd=ROOT,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def finish(processes) -> list[str]:
-    """Each process's output; every process is killed and the test fails if one fails or hangs."""
-    outputs, failed = [], False
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=TIMEOUT_S)[0])
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            outputs.append(process.communicate()[0] + "\n[timed out]")
-        failed |= process.returncode != 0
-    if failed:
-        shown = "\n".join(
-            f"--- process {i} (exit {p.returncode}):\n{out[-3000:]}"
-            for i, (p, out) in enumerate(zip(processes, outputs, strict=True))
-        )
-        pytest.fail(f"a sweep process failed:\n{shown}")
-    return outputs
-
-
-def final_params(out):
-    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints", "offline")))
-    return mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())["params"]
-
-
-def test_two_processes_split_the_rows_and_equal_one_process(
-    reduced_sweep, tiny_single_dir, tmp_path
-):
-    """The reduced sweep's TRQAM program (4 rows) over two processes: a task's block each."""
-    whole, split = reduced_sweep[0], tmp_path / "split"
-    address = f"127.0.0.1:{free_port()}"
-    flags = [
-        *tiny_flags(tiny_single_dir, split, agents="trqam", tasks="1,2"),
-        f"--compile_cache={whole / 'compile_cache'}",  # the BC program is compiled already
-        "--time_calls=0",
-        f"--coordinator_address={address}",
-        "--num_processes=2",
-    ]
-    outputs = finish([start([*flags, f"--process_id={i}"]) for i in range(2)])
-
-    program = f"trqam-{DOMAIN}"
-    assert sorted(os.listdir(split / program)) == ["part0", "part1"]
-    whole_params = final_params(whole / program)
-    for part in range(2):
-        part_params = final_params(split / program / f"part{part}")
-        jax.tree.map(
-            lambda a, b, p=part: np.testing.assert_allclose(
-                a[2 * p : 2 * p + 2], b, rtol=1e-5, atol=1e-6
-            ),
-            whole_params,
-            part_params,
-        )
-    summaries = [
-        run_dir.read_json(str(split / program / f"part{p}" / run_dir.SUMMARY_FILE)) for p in (0, 1)
-    ]
-    expected = run_dir.read_json(str(whole / program / run_dir.SUMMARY_FILE))
-    assert [s for summary in summaries for s in summary["seeds"]] == expected["seeds"] == [0, 1] * 2
-    assert (
-        [t for summary in summaries for t in summary["tasks"]] == expected["tasks"] == [1, 1, 2, 2]
-    )
-    assert [r for summary in summaries for r in summary["final_return"]] == expected["final_return"]
-
-    # The BC program ran whole, once, on process 0, and both blocks started from it.
-    assert f"bc-{DOMAIN} part 0 of 1: running" in outputs[0]
-    assert f"bc-{DOMAIN} part 0 of 1" not in outputs[1]
-    assert not (split / f"bc-{DOMAIN}" / "part0").exists()
-    for part in (0, 1):
-        config = json.loads((split / program / f"part{part}" / run_dir.CONFIG_FILE).read_text())
-        assert config["init_from"] == str(split / f"bc-{DOMAIN}")
-        assert (config["rows_part"], config["rows_parts"]) == (part, 2)
-    # Only process 0 prints the plan and writes the shared files; the report covers both blocks.
-    for name in (sweep.PLAN_FILE, sweep.SUMMARY_FILE, sweep.REPORT_DIR):
-        assert f"wrote {split / name}" in outputs[0], outputs[0][-3000:]
-    assert "wrote" not in outputs[1] and "Sweep plan" not in outputs[1], outputs[1][-3000:]
-    missing = (split / sweep.REPORT_DIR / "report.md").read_text().split("## Missing")[1]
-    assert "seed" not in missing.split("##")[0], missing  # both seeds are in the table
-    records = json.loads((split / sweep.SUMMARY_FILE).read_text())["programs"]
-    assert sorted((r["program"], r["part"]) for r in records) == [
-        (f"bc-{DOMAIN}", 0),
-        (program, 0),
-        (program, 1),
-    ]

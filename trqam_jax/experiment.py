@@ -38,7 +38,6 @@ from trqam_jax.data.shards import ShardRotator, shard_loader
 from trqam_jax.envs import make_envs
 from trqam_jax.versions import versions
 
-SWEPT = "kl_budget"  # the agent value `config.kl_budgets` sweeps (TRQAM's)
 STAGE_STEPS = ("bc_steps", "offline_steps", "online_steps")
 ConfigError = validation.ConfigError
 # What a user can fix: launchers print the message (it names the fix) and exit with 2.
@@ -55,11 +54,19 @@ def env_name_of(config, task: int | None = None) -> str:
     return names.env_name(config.domain, tasks_of(config)[0] if task is None else task)
 
 
+def swept_hparam(config) -> str | None:
+    """The traced hparam the rows of `config`'s agent sweep (its module's `SWEPT`), or None."""
+    return get_agent(config.agent.agent_name).SWEPT
+
+
 def swept_values(config) -> dict[str, tuple]:
-    """The value the rows sweep: `kl_budgets` (or the agent's own kl_budget), or none."""
-    if SWEPT not in config.agent:
+    """{hparam: values} the rows sweep: `config.kl_budgets` (the values of the agent's swept
+    hparam, whatever its name; the field keeps the name old run directories have), or the
+    agent's own value; {} for an agent that sweeps nothing."""
+    name = swept_hparam(config)
+    if name is None:
         return {}
-    return {SWEPT: tuple(config.kl_budgets) or (config.agent[SWEPT],)}
+    return {name: tuple(config.kl_budgets) or (config.agent[name],)}
 
 
 def check_config(config) -> train.Rows:
@@ -417,9 +424,9 @@ def summary_lines(config, summary) -> list[str]:
     peak = [memory.describe(summary["peak_memory"])] if summary.get("peak_memory") else []
     if summary["final_success"] is None:
         return lines + ["(no evaluation: config.eval_episodes = 0)", *peak]
-    swept = {name: summary[f"{name}s"] for name in (SWEPT,) if f"{name}s" in summary}
-    online_budgets = summary.get(f"{SWEPT}s_online")
-    if online_budgets is not None and online_budgets != swept.get(SWEPT):
+    swept = {name: summary[f"{name}s"] for name in swept_values(config) if f"{name}s" in summary}
+    online_budgets = summary.get("kl_budgets_online")
+    if online_budgets is not None and online_budgets != swept.get("kl_budget"):
         swept["eps online"] = online_budgets
     start = summary.get("start_success") or [np.nan] * summary["rows"]
     header = [f"{'task':>5}"] * several + [f"{'seed':>5}", *(f"{n:>10}" for n in swept)]

@@ -37,6 +37,10 @@ from trqam_jax.agents.qam_e import LOG_STD_MAX, LOG_STD_MIN, sample_tanh_gaussia
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import flow_matching_loss
 
+# The traced hparam whose values a sweep's rows take (experiment.swept_values); None: this
+# agent's rows are tasks x seeds. Name one of `init`'s hparams to sweep it.
+SWEPT = None
+
 __all__ = ["init", "update", "act", "with_pretrained_base"]
 
 

@@ -24,6 +24,10 @@ from trqam_jax.agents.common import SharedConfig, sample_field
 from trqam_jax.critic import critic_loss, td_target
 from trqam_jax.flow import flow_matching_loss
 
+# The traced hparam whose values a sweep's rows take (experiment.swept_values); None: this
+# agent's rows are tasks x seeds. Name one of `init`'s hparams to sweep it.
+SWEPT = None
+
 Q_AGGS = ("mean", "min")
 
 

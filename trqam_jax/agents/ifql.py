@@ -33,6 +33,10 @@ from trqam_jax.agents.common import SharedConfig
 from trqam_jax.critic import critic_loss, pessimistic_value, td_target
 from trqam_jax.flow import flow_matching_loss
 
+# The traced hparam whose values a sweep's rows take (experiment.swept_values); None: this
+# agent's rows are tasks x seeds. Name one of `init`'s hparams to sweep it.
+SWEPT = None
+
 __all__ = ["init", "update", "act", "with_pretrained_base", "expectile_loss"]
 
 

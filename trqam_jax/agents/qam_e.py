@@ -26,6 +26,10 @@ from trqam_jax.agents.adjoint_matching import (
 )
 from trqam_jax.agents.common import sample_field
 
+# The traced hparam whose values a sweep's rows take (experiment.swept_values); None: this
+# agent's rows are tasks x seeds. Name one of `init`'s hparams to sweep it.
+SWEPT = None
+
 __all__ = ["init", "update", "act", "with_pretrained_base"]
 
 # Bounds of the edit policy's log standard deviation (the reference's TanhNormal defaults).

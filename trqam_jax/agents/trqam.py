@@ -4,6 +4,8 @@ from trqam_jax.agents import adjoint_matching
 from trqam_jax.agents.adjoint_matching import act, update, with_pretrained_base
 
 __all__ = ["init", "update", "act", "with_pretrained_base"]
+# The traced hparam whose values a sweep's rows take (experiment.swept_values).
+SWEPT = adjoint_matching.SWEPT["trqam"]
 
 
 def init(key, config, example_obs, example_actions):
