@@ -8,7 +8,7 @@ Checks every program and prints the plan first (programs, rows, update steps, st
 cost measured on this machine (compile seconds, seconds per step, evaluation, the estimated wall
 time), writes it to <root>/plan.json with every program's resolved config, then runs one BC
 program per domain, one fine-tuning program per (agent, domain) starting from it, each one
-experiments.run, and the report over the fine-tuning runs (<root>/report). Rerunning skips what
+experiments.run, and the report over the root (<root>/report). Rerunning skips what
 is finished and resumes what is not; a changed config is refused, naming the field.
 Several processes (one per host or GPU, e.g. `srun`): add --distributed (docs/cluster.md).
 docs/sweep.md describes the layout of <root> and every flag; trqam_jax/sweep/ the plan.
