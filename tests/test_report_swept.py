@@ -145,7 +145,21 @@ def _trqam_train(budget, online):
     return lines
 
 
-@pytest.mark.parametrize("online", [0.1, 0.5])
+def f32(value):
+    """`value` as the launcher writes row values (float32 arrays, `.item()`)."""
+    return np.float32(value).item()
+
+
+def test_float32_values_are_labelled_by_their_shortest_digits(tmp_path):
+    budgets = (f32(0.3), f32(1.0))
+    assert budgets[0] == 0.30000001192092896
+    evals = sweep_evals("kl_budget", budgets)
+    p = launcher_run(str(tmp_path), "trqam", "trqam", "kl_budget", budgets, evals)
+    recs = records.eval_records(run_dir.load_runs([p]))
+    assert {r["label"] for r in recs} == {"trqam[eps=0.3]", "trqam[eps=1.0]"}
+
+
+@pytest.mark.parametrize("online", [f32(0.1), 0.5])
 def test_an_online_budget_is_named_where_it_differs(tmp_path, online):
     p = launcher_run(
         str(tmp_path), "trqam", "trqam", "kl_budget", (0.5,), sweep_evals("kl_budget", (0.5,)),

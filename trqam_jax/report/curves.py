@@ -73,10 +73,10 @@ def online_boundary(offline_end: int, final_step: int) -> int | None:
 def train_series(runs: Sequence[Run], key: str) -> list[dict]:
     """One series per (run, task, seed, swept value) of a train_metrics.jsonl field.
 
-    Returns dicts: label, domain, task, seed, value (the row's value of its swept hparam, None
-    without one), kl_budget and kl_budget_online (TRQAM's trust-region budget, logged by its
-    updates, and the one its online stage used: None when the lines carry none), steps (int [N]),
-    values (float [N]), boundary (the run's offline -> online step, None without an online stage).
+    Returns dicts: label, domain, task, seed, kl_budget and kl_budget_online (TRQAM's trust-region
+    budget, logged by its updates, and the one its online stage used; None when the lines carry
+    none), steps (int [N]), values (float [N]), boundary (the run's offline -> online step, None
+    when it has no online stage).
     BC-stage lines are skipped (their step axis is separate). Empty when nobody logs `key`.
     """
     swept = swept_agents(runs)
@@ -101,7 +101,6 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
                     domain=domain,
                     task=task,
                     seed=seed,
-                    value=value,
                     kl_budget=_last_value(lines, BUDGET),
                     kl_budget_online=_last_value(lines, BUDGET + ONLINE_SUFFIX),
                     steps=np.array([int(r["step"]) for r in lines], dtype=np.int64),
@@ -113,7 +112,8 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
 
 
 def _last_value(lines: Sequence[dict], key: str) -> float | None:
-    """The last value of `key` in `lines` (a row's budget does not change within a stage)."""
+    """The last value of `key` in `lines`, None when none carries it (the budgets of a row are
+    the same on every line that carries them)."""
     values = [line_value(r, key) for r in lines]
     return next((v for v in reversed(values) if v is not None), None)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from trqam_jax.data.names import PAPER_DOMAINS, domain_and_task
 from trqam_jax.run_dir import Run
 
@@ -66,8 +68,11 @@ def swept_hparam(run: Run) -> str | None:
 
 
 def format_value(value: float) -> str:
-    # str(float) keeps `1.0` recognisable as a number of the sweep (format "g" would print `1`).
-    return str(float(value))
+    """`value` as labels print it: str(float) keeps `1.0` recognisable as a swept number (format
+    "g" would print `1`); a value that is a float32 (the launcher's rows are) prints its shortest
+    float32 digits, `0.3` rather than `0.30000001192092896`."""
+    single = np.float32(value)
+    return str(single) if float(single) == float(value) else str(float(value))
 
 
 def line_value(line: dict, hparam: str | None) -> float | None:
