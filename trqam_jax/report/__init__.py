@@ -9,7 +9,8 @@ the report must run on a laptop without the training stack.
 Vocabulary used throughout:
   record   one line of eval.jsonl joined with its run's identity (a flat dict, see
            `records.eval_records`).
-  label    a table row: the agent name, plus `[eps=X]` when that agent's runs sweep kl_budget.
+  label    a table row: the agent name, plus `[eps=X]` / `[inv_temp=X]` when that agent's runs
+           sweep several values of its swept hparam (`records.swept_hparam`).
   scores   nested dict `{label: {domain: {task: {seed: success}}}}`, success in 0..1, at one
            evaluation step per (label, domain, task, seed) chosen by `records.select_scores`.
   mark     a run the report cannot show in full, with its status and reason (`runs.Mark`).
@@ -17,7 +18,7 @@ Vocabulary used throughout:
 Modules, in the order the report uses them:
   build       write_report: every file of the report
   runs        the runs of the given paths (sweep roots expanded), their status and marks
-  records     records, labels, expected seeds, the evaluation step (`select_scores`)
+  records     records, swept hparams and labels, expected seeds, the evaluation step
   tables      the papers' table: DomainScore / RowSummary, its rows for table.md and table.csv
   aggregates  IQM, mean and optimality gap with stratified bootstrap CIs (rliable)
   curves      success over steps with a bootstrap band; train_metrics series and collapses

@@ -129,7 +129,8 @@ def _table_sections(loaded, recs, out, at, step, reps, ci, seed, ddof, methods):
             w.writerow(
                 [r.label, r.metric, 100 * r.value, 100 * r.low, 100 * r.high, r.seeds, r.tasks]
             )
-    table = sections.table(rows, domains, pub, phase, holes, ddof, offline_only)
+    online = records.online_values(loaded)
+    table = sections.table(rows, domains, pub, phase, holes, ddof, offline_only, online)
     table_md = os.path.join(out, "table.md")
     with open(table_md, "w") as f:
         f.write(render.render_blocks(table.blocks) + "\n")

@@ -8,8 +8,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from trqam_jax.data.names import domain_and_task
-from trqam_jax.report.records import row_label, swept_agents
+from trqam_jax.report.records import (
+    ONLINE_SUFFIX,
+    line_value,
+    row_label,
+    swept_agents,
+    swept_hparam,
+)
 from trqam_jax.run_dir import Run
+
+# TRQAM's trust-region budget epsilon, as its updates log it (the KL figures draw it).
+BUDGET = "kl_budget"
 
 
 def success_curve(
@@ -62,10 +71,12 @@ def online_boundary(offline_end: int, final_step: int) -> int | None:
 
 
 def train_series(runs: Sequence[Run], key: str) -> list[dict]:
-    """One series per (run, task, seed, kl_budget) of a train_metrics.jsonl field.
+    """One series per (run, task, seed, swept value) of a train_metrics.jsonl field.
 
-    Returns dicts: label, domain, task, seed, kl_budget, steps (int [N]), values (float [N]),
-    boundary (the run's offline -> online step, None when it has no online stage).
+    Returns dicts: label, domain, task, seed, kl_budget and kl_budget_online (TRQAM's trust-region
+    budget, logged by its updates, and the one its online stage used; None when the lines carry
+    none), steps (int [N]), values (float [N]), boundary (the run's offline -> online step, None
+    when it has no online stage).
     BC-stage lines are skipped (their step axis is separate). Empty when nobody logs `key`.
     """
     swept = swept_agents(runs)
@@ -73,31 +84,38 @@ def train_series(runs: Sequence[Run], key: str) -> list[dict]:
     for run in runs:
         domain, task = domain_and_task(run.env_name)
         boundary = online_boundary(run.offline_end, run.final_step)
-        groups: dict[tuple, list[tuple[int, float]]] = {}
+        hparam = swept_hparam(run)
+        groups: dict[tuple, list[dict]] = {}
         for r in run.train:
             if r.get("stage") == "bc" or key not in r:
                 continue  # a null value stays: run_dir writes NaN and inf as null
-            kl = r.get("kl_budget")
-            kl = None if kl is None else float(kl)
-            row = (int(r.get("task", task)), int(r.get("seed", 0)), kl)
-            groups.setdefault(row, []).append((int(r["step"]), r[key]))
-        for (task, seed, kl), pts in sorted(
+            row = (int(r.get("task", task)), int(r.get("seed", 0)), line_value(r, hparam))
+            groups.setdefault(row, []).append(r)
+        for (task, seed, value), lines in sorted(
             groups.items(), key=lambda kv: (*kv[0][:2], kv[0][2] or 0)
         ):
-            pts.sort()
+            lines.sort(key=lambda r: int(r["step"]))
             out.append(
                 dict(
-                    label=row_label(run.agent, kl, run.agent in swept),
+                    label=row_label(run.agent, hparam, value, run.agent in swept),
                     domain=domain,
                     task=task,
                     seed=seed,
-                    kl_budget=kl,
-                    steps=np.array([p[0] for p in pts], dtype=np.int64),
-                    values=np.array([_to_float(p[1]) for p in pts], dtype=np.float64),
+                    kl_budget=_last_value(lines, BUDGET),
+                    kl_budget_online=_last_value(lines, BUDGET + ONLINE_SUFFIX),
+                    steps=np.array([int(r["step"]) for r in lines], dtype=np.int64),
+                    values=np.array([_to_float(r[key]) for r in lines], dtype=np.float64),
                     boundary=boundary,
                 )
             )
     return out
+
+
+def _last_value(lines: Sequence[dict], key: str) -> float | None:
+    """The last value of `key` in `lines`, None when none carries it (the budgets of a row are
+    the same on every line that carries them)."""
+    values = [line_value(r, key) for r in lines]
+    return next((v for v in reversed(values) if v is not None), None)
 
 
 def _to_float(x) -> float:

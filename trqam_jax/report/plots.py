@@ -190,7 +190,7 @@ def series_figure(
 
 
 def _series_panel(ax, panel: Sequence[dict], budget: bool, scale: str | None) -> None:
-    tasks, seeds, budgets, flagged = set(), set(), set(), False
+    tasks, seeds, budgets, online, flagged = set(), set(), set(), set(), False
     for s in panel:
         bad = ~np.isfinite(s["values"])
         if bad.any():
@@ -214,11 +214,16 @@ def _series_panel(ax, panel: Sequence[dict], budget: bool, scale: str | None) ->
                 ms=3, markevery=every, **style)  # fmt: skip
         if s["kl_budget"] is not None:
             budgets.add(s["kl_budget"])
+        if s["kl_budget_online"] is not None:
+            online.add(s["kl_budget_online"])
     for seed in sorted(seeds):  # legend entries for the line styles, in grey
         ax.plot([], [], color="0.4", lw=0.9, ms=3, label=f"seed {seed}", **seed_style(seed))
     if budget:
         for b in sorted(budgets):
             ax.axhline(b, color="r", ls="--", lw=1.2, label=f"budget ε={b:g}")
+        # kl_budget_online: the online updates' budget, drawn only where it is another one.
+        for b in sorted(online - budgets):
+            ax.axhline(b, color="m", ls="-.", lw=1.2, label=f"online budget ε={b:g}")
     boundaries: dict[int, set[str]] = {}
     for s in panel:
         if s["boundary"] is not None:

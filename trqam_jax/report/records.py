@@ -1,13 +1,16 @@
 """Records: the evaluations of many runs as flat dicts, their row labels, and one step per seed.
 
 A record is one line of eval.jsonl joined with its run's identity (see `eval_records`); a label
-is a table row (the agent, plus `[eps=X]` when its runs sweep kl_budget); `select_scores` picks
-one evaluation per (label, domain, task, seed) and nests them into scores.
+is a table row: the agent, plus `[name=X]` when its runs sweep several values of the agent's
+swept hparam (`swept_hparam`: `trqam[eps=0.5]` for kl_budget, `qam[inv_temp=3.0]`);
+`select_scores` picks one evaluation per (label, domain, task, seed) and nests them into scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from trqam_jax.data.names import PAPER_DOMAINS, domain_and_task
 from trqam_jax.run_dir import Run
@@ -21,7 +24,7 @@ class ReportError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Domain order and row labels (agents and the kl_budget sweep axis)
+# Domain order, the swept hparam of a run and row labels
 
 
 def _domain_order(domain: str) -> int:
@@ -33,33 +36,93 @@ def order_domains(domains: Iterable[str]) -> list[str]:
     return sorted(set(domains), key=lambda d: (_domain_order(d), d))
 
 
-def format_eps(eps: float) -> str:
-    # str(float) keeps `1.0` recognisable as a budget (format "g" would print `1`).
-    return str(float(eps))
+# provenance.json `rows` (experiment._run) holds this bookkeeping, the values of the agent's swept
+# hparam (its module's SWEPT) per row and, with an online stage, `<hparam>_online` per row.
+_ROW_BOOKKEEPING = ("seeds", "row_ids", "tasks")
+ONLINE_SUFFIX = "_online"
+# Runs whose provenance.json lists no rows were written when the launcher swept kl_budget only.
+LEGACY_SWEPT = "kl_budget"
+# How a label names the swept hparam: the paper's epsilon for TRQAM's budget, else its own name.
+LABEL_NAMES = {"kl_budget": "eps"}
+
+
+def swept_hparam(run: Run) -> str | None:
+    """The hparam `run`'s rows sweep, as its own files name it (no agent import: no JAX).
+
+    The per-row column provenance.json `rows` lists beside seeds, row ids and tasks (`kl_budget`
+    for TRQAM, `inv_temp` for QAM, also when only one value was run), None when there is none;
+    for a run whose provenance.json lists no rows, LEGACY_SWEPT when its lines carry it.
+    Raises ReportError for rows that name several.
+    """
+    rows = run.provenance.get("rows")
+    if rows is None:
+        carried = any(r.get(LEGACY_SWEPT) is not None for r in run.evals + run.train)
+        return LEGACY_SWEPT if carried else None
+    names = [k for k in rows if k not in _ROW_BOOKKEEPING and not k.endswith(ONLINE_SUFFIX)]
+    if len(names) > 1:
+        raise ReportError(
+            f"{run.path}/provenance.json: its rows sweep {sorted(names)}; a run sweeps one hparam"
+            " (pass run directories written by experiments.run)"
+        )
+    return names[0] if names else None
+
+
+def format_value(value: float) -> str:
+    """`value` as labels print it: str(float) keeps `1.0` recognisable as a swept number (format
+    "g" would print `1`); a value that is a float32 (the launcher's rows are) prints its shortest
+    float32 digits, `0.3` rather than `0.30000001192092896`."""
+    single = np.float32(value)
+    return str(single) if float(single) == float(value) else str(float(value))
+
+
+def line_value(line: dict, hparam: str | None) -> float | None:
+    """The value of `hparam` in an eval.jsonl / train_metrics.jsonl line, None without one."""
+    return None if hparam is None or line.get(hparam) is None else float(line[hparam])
 
 
 def swept_agents(runs: Iterable[Run]) -> set[str]:
-    """Agents whose runs use more than one kl_budget for the same task.
+    """Agents whose runs use more than one value of their swept hparam for the same task.
 
-    Such agents get one table row per budget (`trqam[eps=0.5]`). A budget that only varies from
-    domain to domain (the paper's per-domain epsilon) is a hyperparameter, not a sweep: one row.
+    Such agents get one table row per value (`trqam[eps=0.5]`, `qam[inv_temp=3.0]`). A value that
+    only varies from domain to domain (the paper's per-domain epsilon) is a hyperparameter, not a
+    sweep: one row.
     """
-    budgets: dict[tuple[str, str], set] = {}
+    values: dict[tuple[str, str], set] = {}
     for run in runs:
-        key = (run.agent, run.env_name)
-        seen = budgets.setdefault(key, set())
-        for r in run.evals:
-            if r.get("kl_budget") is not None:
-                seen.add(float(r["kl_budget"]))
+        hparam = swept_hparam(run)
+        if hparam is None:
+            continue
+        seen = values.setdefault((run.agent, run.env_name), set())
+        seen.update(v for v in (line_value(r, hparam) for r in run.evals) if v is not None)
+        # config.json's kl_budgets holds the values of the agent's swept hparam, whatever its name.
         if len(run.config.get("kl_budgets") or []) > 1:
             seen.update(float(b) for b in run.config["kl_budgets"])
-    return {agent for (agent, _), s in budgets.items() if len(s) > 1}
+    return {agent for (agent, _), s in values.items() if len(s) > 1}
 
 
-def row_label(agent: str, kl_budget: float | None, swept: bool) -> str:
-    if swept and kl_budget is not None:
-        return f"{agent}[eps={format_eps(kl_budget)}]"
+def row_label(agent: str, hparam: str | None, value: float | None, swept: bool) -> str:
+    """`agent`, or `agent[name=value]` for an agent in `swept` (name: LABEL_NAMES or hparam)."""
+    if swept and value is not None:
+        return f"{agent}[{LABEL_NAMES.get(hparam, hparam)}={format_value(value)}]"
     return agent
+
+
+def online_values(runs: Sequence[Run]) -> dict[str, set[tuple[str, float, float]]]:
+    """{label: {(hparam, offline value, online value)}} where a row's online stage used another
+    value of its swept hparam (`<hparam>_online` in its online train_metrics.jsonl lines, e.g.
+    TRQAM's `kl_budget_online`) than the one its label and lines name."""
+    swept = swept_agents(runs)
+    out: dict[str, set] = {}
+    for run in runs:
+        hparam = swept_hparam(run)
+        if hparam is None:
+            continue
+        for r in run.train:
+            value, online = line_value(r, hparam), line_value(r, hparam + ONLINE_SUFFIX)
+            if r.get("stage") == "online" and value is not None and online not in (None, value):
+                label = row_label(run.agent, hparam, value, run.agent in swept)
+                out.setdefault(label, set()).add((hparam, value, online))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,9 +132,10 @@ def row_label(agent: str, kl_budget: float | None, swept: bool) -> str:
 def eval_records(runs: Sequence[Run]) -> list[dict]:
     """Flatten the runs' eval.jsonl lines into records.
 
-    Returns a list of dicts with keys: label, agent, kl_budget (float | None), domain, task (int),
-    seed (int), step (int), stage (str), success (float in 0..1), generated (bool), path,
-    offline_end (int), final_step (int).
+    Returns a list of dicts with keys: label, agent, swept (the run's swept hparam, str | None),
+    value (its value on the line, float | None), domain, task (int), seed (int), step (int),
+    stage (str), success (float in 0..1), generated (bool), path, offline_end (int),
+    final_step (int).
     BC-stage evaluations are dropped: their steps are counted separately from the fine-tuning
     steps (docs/run_directory.md), so they would collide with offline steps of the same number.
     """
@@ -79,16 +143,17 @@ def eval_records(runs: Sequence[Run]) -> list[dict]:
     out = []
     for run in runs:
         domain, task = domain_and_task(run.env_name)
+        hparam = swept_hparam(run)
         for r in run.evals:
             if r.get("stage") == "bc":
                 continue
-            kl = r.get("kl_budget")
-            kl = None if kl is None else float(kl)
+            value = line_value(r, hparam)
             out.append(
                 dict(
-                    label=row_label(run.agent, kl, run.agent in swept),
+                    label=row_label(run.agent, hparam, value, run.agent in swept),
                     agent=run.agent,
-                    kl_budget=kl,
+                    swept=hparam,
+                    value=value,
                     domain=domain,
                     task=int(r.get("task", task)),  # several tasks: one per row
                     seed=int(r["seed"]),
@@ -120,7 +185,7 @@ def check_duplicates(records: Sequence[dict]) -> None:
 
 def expected_seeds(runs: Sequence[Run], records: Sequence[dict]) -> dict[str, set[int]]:
     """Seeds every row should have on every task: seeds seen anywhere in the row, plus
-    range(config.seeds) of its runs that do not sweep kl_budget (a seed that crashed before its
+    range(config.seeds) of its runs whose agent sweeps no values (a seed that crashed before its
     first evaluation then still shows up as missing). Returns {label: set of seed ids}."""
     out: dict[str, set[int]] = {}
     for r in records:
@@ -131,7 +196,7 @@ def expected_seeds(runs: Sequence[Run], records: Sequence[dict]) -> dict[str, se
         by_path.setdefault(r["path"], set()).add(r["label"])
     for run in runs:
         if run.agent in swept or "seeds" not in run.config:
-            continue  # seed ids of a budget sweep need not start at 0 for every budget
+            continue  # seed ids of a sweep need not start at 0 for every value
         for label in by_path.get(run.path, ()):
             out[label].update(range(int(run.config["seeds"])))
     return out

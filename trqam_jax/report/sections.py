@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from trqam_jax.report.aggregates import RobustRow
+from trqam_jax.report.records import ONLINE_SUFFIX, format_value
 from trqam_jax.report.render import Bullets, Images, Section, Table
 from trqam_jax.report.runs import Mark
 from trqam_jax.report.tables import (
@@ -59,8 +60,13 @@ def table(
     holes: Sequence[str],
     ddof: int,
     offline_only: Collection[str] = (),
+    online: Mapping[str, Collection[tuple[str, float, float]]] | None = None,
 ) -> Section:
-    """The papers' table and its footnotes (how cells are computed, marks, sources)."""
+    """The papers' table and its footnotes (how cells are computed, marks, sources).
+
+    online: `records.online_values`, rows whose online stage used another value than the one
+    their label names (said in a footnote).
+    """
     foot = [
         "Success in %. Local rows: per domain, each seed's mean over the domain's tasks, then"
         f" mean ± std (ddof={ddof}) over seeds; `all` = mean of the domain means (± std over"
@@ -87,6 +93,18 @@ def table(
             " (offline-to-online) and not comparable: "
             + ", ".join(sorted(offline_only))
             + ". Pass `--at offline_end` to compare offline numbers."
+        )
+    if online:
+        foot.append(
+            "Online stage: a label names its rows' offline value; the online updates of these"
+            " rows used another one: "
+            + "; ".join(
+                f"{label}: {hparam} = {format_value(offline)} offline,"
+                f" {hparam}{ONLINE_SUFFIX} = {format_value(value)}"
+                for label in sorted(online)
+                for hparam, offline, value in sorted(online[label])
+            )
+            + "."
         )
     if pub:
         srcs = sorted({p["source"] for p in pub})
