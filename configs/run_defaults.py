@@ -70,7 +70,8 @@ RUN_FIELD_MEANINGS = {
     "shard_interval": "steps between shard rotations of a sharded release (10M / 100M datasets)",
     "seed": "base random seed of the run (every row's keys derive from it)",
     "seeds": "seeds per task and kl_budget; the rows (tasks x kl_budgets x seeds) run as one",
-    "kl_budgets": "TRQAM budgets swept on the row axis, e.g. (0.5,1.0); () = agent.kl_budget",
+    "kl_budgets": "values of the agent's swept hparam on the row axis (TRQAM kl_budget, QAM "
+    "inv_temp), e.g. (0.5,1.0); () = the agent's own value",
     "rows_part": "which equal block of the rows this launcher runs (see rows_parts)",
     "rows_parts": "split the rows over this many launchers, each writing <run_dir>/part<i>",
     "bc_steps": "BC pretraining steps of the flow (0 = none; skipped with init_from)",

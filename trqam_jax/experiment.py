@@ -72,6 +72,11 @@ def swept_values(config) -> dict[str, tuple]:
 def check_config(config) -> train.Rows:
     """Fail before any work on a config that cannot run; returns the rows this launcher runs."""
     validation.check_run_config(config)
+    if config.kl_budgets and swept_hparam(config) is None:
+        raise ConfigError(
+            f"config.kl_budgets={tuple(config.kl_budgets)}: {config.agent.agent_name} sweeps no "
+            "hparam on the rows (TRQAM sweeps kl_budget, QAM inv_temp); leave it empty"
+        )
     for task in tasks_of(config):
         parse_env_name(env_name_of(config, task))  # unknown domain or task -> DataError, fix
     try:

@@ -105,10 +105,6 @@ def check_run_config(config) -> None:
     for budget in config.kl_budgets:
         if not budget > 0:
             _fail("kl_budgets", tuple(config.kl_budgets), "positive budgets", "e.g. (0.5, 1.0)")
-    if config.kl_budgets and "kl_budget" not in agent:
-        raise ConfigError(
-            "config.kl_budgets sweeps TRQAM's budget; leave it empty for other agents"
-        )
     if config.init_from and not os.path.exists(config.init_from):
         raise ConfigError(
             f"config.init_from={config.init_from!r} does not exist; pass the run directory of "
