@@ -44,3 +44,12 @@ def tiny_shard_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ogbench_shards"))
     generate_dataset(out_dir=out, workers=1, progress=False, **TINY_SHARDS)
     return out
+
+
+@pytest.fixture
+def short_episodes():
+    """Within the test, the launcher's episodes end after 20 steps (`tests.runs.short_episodes`)."""
+    from tests.runs import short_episodes
+
+    with short_episodes():
+        yield
