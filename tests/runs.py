@@ -1,14 +1,17 @@
 """Tiny launcher runs and the files they write, and CLIs run in a subprocess: shared by the tests
 that train end to end."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 
 import orbax.checkpoint as ocp
+import pytest
 
 from configs.trqam import get_config
+from trqam_jax import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +36,21 @@ def tiny_run_config(data_dir, run_dir, get=get_config, **overrides):
     )
     config.update(overrides)
     return config
+
+
+# Episode length of the launcher's environments in tests of its plumbing (OGBench's are 500+).
+SHORT_EPISODE_STEPS = 20
+
+
+@contextlib.contextmanager
+def short_episodes(steps=SHORT_EPISODE_STEPS):
+    """The launcher's environments (evaluation and online) end their episodes after `steps`
+    steps: evaluations then cost a few policy calls, not the hundreds of a full episode."""
+    real = experiment.make_envs
+    short = lambda names, n: real(names, n, max_episode_steps=steps)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "make_envs", short)
+        yield
 
 
 def final_params(run_dir, stage="offline"):

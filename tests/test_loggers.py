@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.runs import read_jsonl, tiny_run_config
+from tests.runs import read_jsonl, short_episodes, tiny_run_config
 from trqam_jax import experiment, loggers, run_dir
 
 
@@ -90,13 +90,14 @@ def runs(tiny_dataset_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("loggers")
     plain, logged, wandb_dir = root / "plain", root / "logged", root / "wandb_files"
     wandb_dir.mkdir()
-    experiment.run(tiny_run_config(tiny_dataset_dir, plain, **SETTINGS))
     config = tiny_run_config(tiny_dataset_dir, logged, log_to="tensorboard,wandb", **SETTINGS)
-    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(io.StringIO()) as err:
-        env.setenv("WANDB_MODE", "offline")  # no network, no login
-        env.setenv("WANDB_DIR", str(wandb_dir))
-        env.setenv("WANDB_PROJECT", "trqam-jax-tests")
-        summary = experiment.run(config)
+    with short_episodes():  # the records are the point, not the policies: 20-step evaluations
+        experiment.run(tiny_run_config(tiny_dataset_dir, plain, **SETTINGS))
+        with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(io.StringIO()) as err:
+            env.setenv("WANDB_MODE", "offline")  # no network, no login
+            env.setenv("WANDB_DIR", str(wandb_dir))
+            env.setenv("WANDB_PROJECT", "trqam-jax-tests")
+            summary = experiment.run(config)
     assert summary["rows"] == 2 and (logged / run_dir.SUMMARY_FILE).exists()
     return {"plain": plain, "logged": logged, "wandb_dir": wandb_dir, "stderr": err.getvalue()}
 
@@ -141,7 +142,7 @@ def test_wandb_offline_holds_one_run_per_row_with_the_jsonl_values(runs):
 
 
 def test_failing_loggers_warn_once_each_and_the_jsonl_is_complete(
-    runs, tiny_dataset_dir, tmp_path, monkeypatch, capfd
+    runs, tiny_dataset_dir, tmp_path, monkeypatch, capfd, short_episodes
 ):
     """W&B cannot start (not installed) and TensorBoard's disk fills at its first write: one
     warning line each, and the run's JSONL files equal those of a run without loggers."""

@@ -412,7 +412,9 @@ def test_per_domain_values_are_the_published_ones():
             check_run_config(run)
 
 
-def test_each_agent_runs_through_the_launcher_and_the_report(tiny_dataset_dir, tmp_path):
+def test_each_agent_runs_through_the_launcher_and_the_report(
+    tiny_dataset_dir, tmp_path, short_episodes
+):
     """Each agent trains through the launcher; IFQL (the cheapest policy) is also evaluated and
     reported, next to the published rows of all three."""
     for name in IDS:

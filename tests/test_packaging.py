@@ -121,7 +121,7 @@ def test_console_scripts_run_outside_the_checkout(venv, tmp_path):
     expected = {
         ("trqam-run", "--help"): (0, "configs/quickstart.py"),
         ("trqam-sweep", "--help"): (0, "--agents"),
-        ("trqam-report", "--help"): (0, "RUN_DIR"),
+        ("trqam-report", "--help"): (0, "PATH"),
         ("trqam-make-dataset", "--help"): (0, "--episodes"),
         ("trqam-fetch-data", "--help"): (0, "--mirrors"),
         # The default config and a `configs/...` path, read from the package, not the cwd.

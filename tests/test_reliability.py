@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.runs import read_jsonl, tiny_run_config
+from tests.runs import SHORT_EPISODE_STEPS, read_jsonl, tiny_run_config
 from trqam_jax import checkpoint, experiment, loop, run_dir
 from trqam_jax.data.errors import DataError
 
@@ -194,7 +194,9 @@ def test_ctrl_c_says_where_and_how_to_resume(tiny_dataset_dir, tmp_path, monkeyp
 def test_the_evaluation_pool_is_bounded(tiny_dataset_dir, tmp_path, monkeypatch):
     made = []
     real = experiment.make_envs
-    monkeypatch.setattr(experiment, "make_envs", lambda name, n: made.append(n) or real(name, n))
+    # Short episodes: the pool's size is the point, not 20 full-length episodes.
+    short = lambda name, n: made.append(n) or real(name, n, max_episode_steps=SHORT_EPISODE_STEPS)
+    monkeypatch.setattr(experiment, "make_envs", short)
     config = tiny_run_config(
         tiny_dataset_dir, tmp_path, seeds=2, eval_episodes=10, eval_envs=4, offline_steps=10
     )

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.runs import final_params, read_jsonl, tiny_run_config
+from tests.runs import final_params, read_jsonl, short_episodes, tiny_run_config
 from trqam_jax import experiment as launcher
 from trqam_jax.data.datasets import load_offline_data
 from trqam_jax.data.names import LABEL_FIELDS, env_name
@@ -55,12 +55,13 @@ def task_runs(tiny_dataset_dir, tmp_path_factory):
     run = lambda name, **kw: launcher.run(
         tiny_run_config(tiny_dataset_dir, root / name, **(common | kw))
     )
-    summaries = {"multi": run("multi", tasks=TASKS)}
-    for task in TASKS:
-        summaries[task] = run(f"task{task}", task=task)
-    summaries["part1"] = run(
-        "part", tasks=TASKS, rows_parts=2, rows_part=1, online_steps=0, eval_episodes=0
-    )
+    with short_episodes():  # rows are compared, not policies: 20-step evaluation episodes
+        summaries = {"multi": run("multi", tasks=TASKS)}
+        for task in TASKS:
+            summaries[task] = run(f"task{task}", task=task)
+        summaries["part1"] = run(
+            "part", tasks=TASKS, rows_parts=2, rows_part=1, online_steps=0, eval_episodes=0
+        )
     return root, summaries
 
 
