@@ -29,7 +29,8 @@ import experiments
 from configs.run_defaults import field_meanings
 from experiments import fail, run_absl
 from trqam_jax import compile_cache, experiment, loop
-from trqam_jax.data.datasets import DataError, resolve_data_dir
+from trqam_jax.data.datasets import resolve_data_dir
+from trqam_jax.data.errors import DataError
 
 DEFAULT_CONFIG = "configs/quickstart.py"
 # ml_collections reads the names of the --config.X overrides from this list when it parses

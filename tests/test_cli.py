@@ -17,7 +17,7 @@ from experiments import fetch_data, make_dataset, report
 from experiments import run as cli
 from tests.runs import tiny_run_config
 from trqam_jax import experiment, run_dir
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 from trqam_jax.envs import make_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ import pytest
 from configs import resolved
 from tests.sweep_tiny import DOMAIN, ROOT, TINY, cli_env
 from trqam_jax import experiment, run_dir, sweep
-from trqam_jax.data.datasets import DataError
+from trqam_jax.data.errors import DataError
 
 
 def tiny_sweep(root, agents="trqam,qam,fql", domains=DOMAIN, tasks="1,2", seeds=2, budgets=""):

@@ -21,15 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# DataError and sparsify_rewards are re-exported: tests/test_online.py and tests/test_sweep.py
-# import them from here.
-from trqam_jax.data.errors import DataError as DataError
 from trqam_jax.data.errors import DatasetNotFoundError, UnknownEnvironmentError
 from trqam_jax.data.file_checks import check_against_env, validate_npz
 from trqam_jax.data.names import LABEL_FIELDS, LOCOMOTION_PREFIXES, dataset_name_of
 from trqam_jax.data.names import env_name as env_name_of
 from trqam_jax.data.options import ACTION_CLIP_EPS, FIELDS, postprocess, take_proportion
-from trqam_jax.data.options import sparsify_rewards as sparsify_rewards
 from trqam_jax.data.provenance import data_source_of, read_provenance
 from trqam_jax.envs import make_env
 
