@@ -24,15 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from trqam_jax.data.names import LABEL_FIELDS
+from trqam_jax.data.options import FIELDS  # a buffer holds what the loader returns
 from trqam_jax.data.sampler import chunk_rows, chunks_from, take_rows, uniform_starts
-
-FIELDS = ("observations", "actions", "rewards", "terminals", "masks", "next_observations")
 
 
 class ReplayState(NamedTuple):
     """One row's online ring buffer.
 
-    data: dict of arrays with leading dimension `capacity` (the FIELDS above; rewards and masks
+    data: dict of arrays with leading dimension `capacity` (`options.FIELDS`; rewards and masks
       are the row's own task's, shape (capacity,)).
     size: int32 scalar, number of stored online transitions (<= capacity).
     pointer: int32 scalar, the row the next `insert` writes.
