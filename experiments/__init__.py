@@ -42,6 +42,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(fail(f"{first} (--helpfull lists every flag)", 2))
 
 
+def numbers(kind):
+    """An argparse type: comma-separated `kind` values -> tuple, e.g. "0.1,0.3" -> (0.1, 0.3)."""
+    return lambda text: tuple(kind(v) for v in text.split(",") if v)
+
+
 def add_helpfull(parser) -> None:
     """Let an argparse CLI take `--helpfull` as the absl ones do (the same as --help)."""
     parser.add_argument("--helpfull", action="help", help="the same as --help")

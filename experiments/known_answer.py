@@ -26,27 +26,21 @@ import os
 import sys
 import time
 
+from experiments import add_helpfull, numbers
 from trqam_jax.known_answer.experiment import run, write_outputs
 from trqam_jax.known_answer.problem import QUICK, Settings
 from trqam_jax.known_answer.stability_check import stability_check
 
 
-def _floats(text):
-    return tuple(float(v) for v in text.split(",") if v)
-
-
-def _ints(text):
-    return tuple(int(v) for v in text.split(",") if v)
-
-
 def parse_args(argv=None):
     d = Settings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_helpfull(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="smoke run: K = 10 only, short training")
-    p.add_argument("--budgets", type=_floats, default=None, help="TRQAM budgets eps")
-    p.add_argument("--betas", type=_floats, default=None, help="QAM inverse temperatures")
-    p.add_argument("--flow-steps", type=_ints, default=None, help="values of K")
+    p.add_argument("--budgets", type=numbers(float), default=None, help="TRQAM budgets eps")
+    p.add_argument("--betas", type=numbers(float), default=None, help="QAM inverse temperatures")
+    p.add_argument("--flow-steps", type=numbers(int), default=None, help="values of K")
     p.add_argument("--steps", type=int, default=None, help="part-1 training steps per row")
     p.add_argument("--agent-steps", type=int, default=None, help="part 3 (0 skips it)")
     p.add_argument("--seed", type=int, default=None)

@@ -21,19 +21,17 @@ import dataclasses
 import sys
 import time
 
+from experiments import add_helpfull, numbers
 from trqam_jax.stability.experiment import run, write_outputs
 from trqam_jax.stability.settings import QUICK, Settings
-
-
-def _floats(text):
-    return tuple(float(v) for v in text.split(",") if v)
 
 
 def parse_args(argv=None) -> Settings:
     d = Settings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--betas", type=_floats, default=d.betas, help="QAM inverse temperatures")
-    p.add_argument("--budgets", type=_floats, default=d.budgets, help="TRQAM KL budgets eps")
+    add_helpfull(p)
+    p.add_argument("--betas", type=numbers(float), default=d.betas, help="QAM inverse temperatures")
+    p.add_argument("--budgets", type=numbers(float), default=d.budgets, help="TRQAM KL budgets eps")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
     p.add_argument("--bc-steps", type=int, default=None, help="BC pretraining steps")

@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 from configs.run_defaults import field_meanings
-from experiments import fetch_data, make_dataset, report
+from experiments import fetch_data, known_answer, make_dataset, report, stability
 from experiments import run as cli
 from tests.runs import tiny_run_config
 from trqam_jax import experiment, run_dir
@@ -172,7 +172,16 @@ def test_the_command_lines_exit_with_one_line():
         assert code == 0 and "print_config" in out, (name, out, err)
 
 
-@pytest.mark.parametrize("parse", [report._parse, make_dataset.parse_args, fetch_data.parse_args])
+ARGPARSE_CLIS = [
+    report._parse,
+    make_dataset.parse_args,
+    fetch_data.parse_args,
+    known_answer.parse_args,
+    stability.parse_args,
+]
+
+
+@pytest.mark.parametrize("parse", ARGPARSE_CLIS)
 def test_argparse_command_lines_take_helpfull(parse, capsys):
     with pytest.raises(SystemExit) as stop:
         parse(["--helpfull"])
