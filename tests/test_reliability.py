@@ -202,3 +202,16 @@ def test_the_evaluation_pool_is_bounded(tiny_dataset_dir, tmp_path, monkeypatch)
     )
     experiment.run(config)
     assert made == [4]  # 2 rows x 2 environments, not 2 x 10
+
+
+def test_an_online_checkpoint_of_agent_states_only_is_refused_with_the_fix(tmp_path):
+    """An online checkpoint written before the online stage could resume holds agent states only:
+    resuming from it is refused, naming the directory to delete, and the files stay."""
+    states = {"w": np.arange(3.0, dtype=np.float32)}
+    old = checkpoint.manager(str(tmp_path / "online"))
+    checkpoint.save(old, 5, states)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    current = checkpoint.manager(str(tmp_path / "online"), extras=True)
+    with pytest.raises(checkpoint.CheckpointError, match=r"holds only agent states.*delete"):
+        checkpoint.restore(current, 5, states, extras=True)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
