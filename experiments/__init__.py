@@ -42,6 +42,12 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(fail(f"{first} (--helpfull lists every flag)", 2))
 
 
+def last_one_wins(flag: str, given: list[str]) -> str:
+    """The note for `flag` given more than once (`given`: each occurrence as typed): the launcher's
+    `--config.X` and the sweep's `--set KEY` follow this one rule, said in this one line."""
+    return f"note: {flag} given {len(given)} times; the last one wins: {given[-1]}"
+
+
 def numbers(kind):
     """An argparse type: comma-separated `kind` values -> tuple, e.g. "0.1,0.3" -> (0.1, 0.3)."""
     return lambda text: tuple(kind(v) for v in text.split(",") if v)

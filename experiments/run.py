@@ -166,10 +166,8 @@ def check_command_line(argv: list[str]) -> tuple[list[str], list[str]]:
         arg, value = given[-1]
         tokens += [arg] if value is None or is_bool else [arg, value]
         if len(given) > 1:
-            last = arg if value is None or is_bool else f"{arg} {value}"
-            notes.append(
-                f"note: --config.{field} given {len(given)} times; the last one wins: {last}"
-            )
+            typed = [a if v is None or is_bool else f"{a} {v}" for a, v in given]
+            notes.append(experiments.last_one_wins(f"--config.{field}", typed))
     return [argv[0], f"--config={spec}", *tokens, *rest, *argv[end:]], notes
 
 

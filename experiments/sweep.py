@@ -22,7 +22,7 @@ import time
 from absl import flags, logging
 
 # The package import selects MuJoCo's no-GL mode before MuJoCo is imported.
-from experiments import fail, refuse_arguments, run_absl
+from experiments import fail, last_one_wins, refuse_arguments, run_absl
 from trqam_jax import compile_cache, run_dir, sweep
 from trqam_jax.report import USER_ERRORS as REPORT_ERRORS
 from trqam_jax.report import write_report
@@ -117,6 +117,12 @@ def main(argv):
         )
     except sweep.USER_ERRORS as err:
         sys.exit(fail(err, 2))
+    by_key = {}
+    for text in FLAGS.set:
+        by_key.setdefault(text.partition("=")[0].strip(), []).append(f"--set {text}")
+    for key, given in by_key.items():
+        if len(given) > 1:
+            print(last_one_wins(f"--set {key}", given), file=sys.stderr)
     if FLAGS.distributed or FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         processes = sweep.connect(
             FLAGS.coordinator_address or None,

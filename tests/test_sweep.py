@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from configs import resolved
+from tests.runs import run_module
 from tests.sweep_tiny import DOMAIN, ROOT, TINY, cli_env
 from trqam_jax import experiment, run_dir, sweep
 from trqam_jax.data.errors import DataError
@@ -369,3 +370,22 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     (hits1, misses1), (hits2, misses2) = counts
     assert hits1 == 0 and misses1 > 0 and entries[0]  # compiled and stored
     assert hits2 == misses1 and misses2 == 0 and entries[1] == entries[0]  # loaded, nothing new
+
+
+def test_a_repeated_set_takes_its_last_value_and_says_so_in_one_line(tmp_path):
+    """`--set KEY` given twice follows the launcher's rule for `--config.X`: the last value wins,
+    said in the same one-line note (experiments.last_one_wins)."""
+    done = run_module(
+        "experiments.sweep", "--agents=trqam", f"--domains={DOMAIN}", "--tasks=1", "--seeds=2",
+        f"--root={tmp_path / 'root'}", "--dry_run", "--time_calls=0",
+        "--set", "agent.num_qs=2", "--set", "agent.num_qs=3", env=cli_env(), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: --set agent.num_qs given 2 times; the last one wins: --set agent.num_qs=3"
+    ]
+    spec = sweep.make_sweep("trqam", DOMAIN, "1", 2, "", str(tmp_path), ("agent.num_qs=2",
+                            "agent.num_qs=3"))  # fmt: skip
+    assert dict(spec.overrides)["agent.num_qs"] == 3
+    assert not (tmp_path / "root").exists()  # a dry run writes nothing
